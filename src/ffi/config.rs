@@ -1,0 +1,272 @@
+//! `sslconfig_*`: the TLS configuration (`QSslConfiguration`).
+
+use std::ffi::c_char;
+
+use parking_lot::Mutex;
+
+use super::{bytes, call, call_or, copy_out, required_text, text, text_array, CallResult, Failure};
+use super::{sslserver_result, RawPeerVerifyMode, RawProtocol};
+use crate::config::TlsConfig;
+use crate::types::{PeerVerifyMode, Protocol};
+
+/// A TLS configuration: certificate chain, private key, trusted CAs,
+/// verification mode, protocols and ALPN. Create it with `sslconfig_new`,
+/// hand it to `sslserver_set_config` (which copies it), free it with
+/// `sslconfig_free`.
+pub struct sslconfig {
+    inner: Mutex<TlsConfig>,
+}
+
+/// Runs `body` on the configuration behind `cfg`.
+fn with_config(cfg: *mut sslconfig, body: impl FnOnce(&mut TlsConfig) -> CallResult) -> sslserver_result {
+    call(|| {
+        // SAFETY: the C caller passes NULL or a live handle from sslconfig_new/clone.
+        let cfg = unsafe { cfg.as_ref() }.ok_or_else(|| Failure::null("cfg"))?;
+        body(&mut cfg.inner.lock())
+    })
+}
+
+/// Creates an empty configuration: no certificate, AUTO_VERIFY_PEER,
+/// SECURE_PROTOCOLS (TLS 1.2 and 1.3), no ALPN. NULL only if out of memory.
+#[no_mangle]
+pub extern "C" fn sslconfig_new() -> *mut sslconfig {
+    call_or(std::ptr::null_mut(), || {
+        Box::into_raw(Box::new(sslconfig {
+            inner: Mutex::new(TlsConfig::new()),
+        }))
+    })
+}
+
+/// A copy of `cfg` to change independently; NULL if `cfg` is NULL.
+#[no_mangle]
+pub extern "C" fn sslconfig_clone(cfg: *const sslconfig) -> *mut sslconfig {
+    call_or(std::ptr::null_mut(), || {
+        // SAFETY: the C caller passes NULL or a live handle.
+        let Some(cfg) = (unsafe { cfg.as_ref() }) else {
+            return std::ptr::null_mut();
+        };
+        let copy = cfg.inner.lock().clone();
+        Box::into_raw(Box::new(sslconfig {
+            inner: Mutex::new(copy),
+        }))
+    })
+}
+
+/// Frees a configuration. NULL is a no-op. Servers keep their own copy.
+#[no_mangle]
+pub extern "C" fn sslconfig_free(cfg: *mut sslconfig) {
+    call_or((), || {
+        if !cfg.is_null() {
+            // SAFETY: a non-NULL cfg came from sslconfig_new/clone and is
+            // freed once, by this call.
+            drop(unsafe { Box::from_raw(cfg) });
+        }
+    })
+}
+
+/// Sets the certificate chain from PEM text (leaf first; `len` bytes, no NUL
+/// needed). Checked at once: empty input, bad PEM or a certificate that does
+/// not parse give SSLSERVER_ERROR_CERTIFICATE; a chain whose leaf does not
+/// match an already set key gives SSLSERVER_ERROR_PRIVATE_KEY. On failure
+/// the configuration is unchanged.
+#[no_mangle]
+pub extern "C" fn sslconfig_set_certificate_chain_pem(cfg: *mut sslconfig, pem: *const u8, len: usize) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes `len` readable bytes at `pem`.
+        let pem = unsafe { bytes(pem, len, "pem") }?;
+        Ok(c.set_certificate_chain_pem(pem)?)
+    })
+}
+
+/// As sslconfig_set_certificate_chain_pem, from a file. A missing or
+/// unreadable file gives SSLSERVER_ERROR_IO ("chain.pem: No such file or
+/// directory").
+#[no_mangle]
+pub extern "C" fn sslconfig_set_certificate_chain_file(cfg: *mut sslconfig, path: *const c_char) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let path = unsafe { required_text(path, "path") }?;
+        Ok(c.set_certificate_chain_file(path)?)
+    })
+}
+
+/// Sets the private key from PEM: PKCS#8, PKCS#1 (RSA), SEC1 (EC), or
+/// encrypted PKCS#8 ("ENCRYPTED PRIVATE KEY") with `passphrase` (NULL if the
+/// key is not encrypted). Errors (SSLSERVER_ERROR_PRIVATE_KEY): empty input,
+/// no key, encrypted without or with a wrong passphrase, a key that does not
+/// match the certificate already set. On failure nothing changes.
+#[no_mangle]
+pub extern "C" fn sslconfig_set_private_key_pem(
+    cfg: *mut sslconfig,
+    pem: *const u8,
+    len: usize,
+    passphrase: *const c_char,
+) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes `len` readable bytes and a string or NULL.
+        let (pem, passphrase) = unsafe { (bytes(pem, len, "pem")?, text(passphrase, "passphrase")?) };
+        Ok(c.set_private_key_pem(pem, passphrase)?)
+    })
+}
+
+/// As sslconfig_set_private_key_pem, from a file.
+#[no_mangle]
+pub extern "C" fn sslconfig_set_private_key_file(
+    cfg: *mut sslconfig,
+    path: *const c_char,
+    passphrase: *const c_char,
+) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes NUL-terminated strings (passphrase may be NULL).
+        let (path, passphrase) = unsafe { (required_text(path, "path")?, text(passphrase, "passphrase")?) };
+        Ok(c.set_private_key_file(path, passphrase)?)
+    })
+}
+
+/// Development default: replaces certificate and key with a fresh
+/// self-signed ECDSA P-256 certificate for `names` (DNS names or IP
+/// addresses such as "127.0.0.1"; NULL/0 means "localhost").
+#[no_mangle]
+pub extern "C" fn sslconfig_generate_self_signed(
+    cfg: *mut sslconfig,
+    names: *const *const c_char,
+    count: usize,
+) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes `count` NUL-terminated strings at `names`.
+        let names = unsafe { text_array(names, count, "names") }?;
+        Ok(c.generate_self_signed(&names)?)
+    })
+}
+
+/// Adds trusted CA certificates (PEM) for verifying client certificates.
+#[no_mangle]
+pub extern "C" fn sslconfig_add_ca_certificates_pem(cfg: *mut sslconfig, pem: *const u8, len: usize) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes `len` readable bytes at `pem`.
+        let pem = unsafe { bytes(pem, len, "pem") }?;
+        Ok(c.add_ca_certificates_pem(pem)?)
+    })
+}
+
+/// As sslconfig_add_ca_certificates_pem, from a file.
+#[no_mangle]
+pub extern "C" fn sslconfig_add_ca_certificates_file(cfg: *mut sslconfig, path: *const c_char) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let path = unsafe { required_text(path, "path") }?;
+        Ok(c.add_ca_certificates_file(path)?)
+    })
+}
+
+/// Sets how client certificates are treated (default AUTO_VERIFY_PEER, which
+/// is QUERY_PEER on a server: a certificate is requested, its errors are
+/// reported, and it is accepted anyway).
+#[no_mangle]
+pub extern "C" fn sslconfig_set_peer_verify_mode(cfg: *mut sslconfig, mode: RawPeerVerifyMode) -> sslserver_result {
+    with_config(cfg, |c| {
+        let mode = PeerVerifyMode::from_raw(mode)
+            .ok_or_else(|| Failure::invalid(format!("{mode} is not a peer verify mode")))?;
+        c.set_peer_verify_mode(mode);
+        Ok(())
+    })
+}
+
+/// The peer verify mode; AUTO_VERIFY_PEER for NULL.
+#[no_mangle]
+pub extern "C" fn sslconfig_peer_verify_mode(cfg: *const sslconfig) -> PeerVerifyMode {
+    call_or(PeerVerifyMode::AutoVerifyPeer, || {
+        // SAFETY: the caller passes NULL or a live handle.
+        unsafe { cfg.as_ref() }.map_or(PeerVerifyMode::AutoVerifyPeer, |c| c.inner.lock().peer_verify_mode())
+    })
+}
+
+/// Sets the TLS versions to offer. TLS 1.0/1.1 (and DTLS) give
+/// SSLSERVER_ERROR_UNSUPPORTED; UNKNOWN or another value gives
+/// SSLSERVER_ERROR_INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn sslconfig_set_protocol(cfg: *mut sslconfig, protocol: RawProtocol) -> sslserver_result {
+    with_config(cfg, |c| {
+        let protocol = Protocol::from_raw(protocol)
+            .ok_or_else(|| Failure::invalid(format!("{protocol} is not a protocol")))?;
+        Ok(c.set_protocol(protocol)?)
+    })
+}
+
+/// The configured protocol; SECURE_PROTOCOLS for NULL.
+#[no_mangle]
+pub extern "C" fn sslconfig_protocol(cfg: *const sslconfig) -> Protocol {
+    call_or(Protocol::SecureProtocols, || {
+        // SAFETY: the caller passes NULL or a live handle.
+        unsafe { cfg.as_ref() }.map_or(Protocol::SecureProtocols, |c| c.inner.lock().protocol())
+    })
+}
+
+/// Sets the ALPN protocols the server accepts, most preferred first
+/// (e.g. "h2", "http/1.1"); count 0 clears them. A client that offers ALPN
+/// but none of these is refused with a no_application_protocol alert
+/// (RFC 7301), as rustls does.
+#[no_mangle]
+pub extern "C" fn sslconfig_set_alpn_protocols(
+    cfg: *mut sslconfig,
+    protocols: *const *const c_char,
+    count: usize,
+) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes `count` NUL-terminated strings.
+        let names = unsafe { text_array(protocols, count, "protocols") }?;
+        let names: Vec<Vec<u8>> = names.into_iter().map(String::into_bytes).collect();
+        Ok(c.set_alpn_protocols(&names)?)
+    })
+}
+
+/// With `interrupt`, verification stops at the first client-certificate
+/// error and HANDSHAKE_INTERRUPTED_ON_ERROR is emitted instead of
+/// PEER_VERIFY_ERROR; the handshake fails unless the callback calls
+/// sslsocket_continue_interrupted_handshake.
+#[no_mangle]
+pub extern "C" fn sslconfig_set_handshake_must_interrupt_on_error(cfg: *mut sslconfig, interrupt: bool) -> sslserver_result {
+    with_config(cfg, |c| {
+        c.set_handshake_must_interrupt_on_error(interrupt);
+        Ok(())
+    })
+}
+
+/// The SHA-256 fingerprint of the leaf certificate as "AB:CD:..."
+/// (string-out convention). SSLSERVER_ERROR_INVALID_STATE without a certificate.
+#[no_mangle]
+pub extern "C" fn sslconfig_certificate_fingerprint_sha256(
+    cfg: *const sslconfig,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> sslserver_result {
+    with_config(cfg.cast_mut(), |c| {
+        let fingerprint = c.certificate_fingerprint_sha256()?;
+        // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
+        unsafe { copy_out(&fingerprint, buf, len, out_n) }
+    })
+}
+
+/// The certificate chain as PEM text (string-out convention), e.g. to give
+/// clients the generated self-signed certificate as their CA file.
+#[no_mangle]
+pub extern "C" fn sslconfig_certificate_chain_pem(
+    cfg: *const sslconfig,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> sslserver_result {
+    with_config(cfg.cast_mut(), |c| {
+        let pem = c.certificate_chain_pem()?;
+        // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
+        unsafe { copy_out(&pem, buf, len, out_n) }
+    })
+}
+
+/// The configuration behind a handle, for sslserver_set_config.
+pub(crate) fn snapshot(cfg: *const sslconfig) -> Result<TlsConfig, Failure> {
+    // SAFETY: the caller passes NULL or a live handle.
+    let cfg = unsafe { cfg.as_ref() }.ok_or_else(|| Failure::null("cfg"))?;
+    Ok(cfg.inner.lock().clone())
+}

@@ -1,0 +1,274 @@
+//! `sslsocket_*`: a connection (`QSslSocket` in server mode).
+
+use std::ffi::{c_char, c_int};
+use std::sync::Arc;
+
+use super::{call, call_or, copy_out, put, share, CallResult, Failure};
+use super::sslserver_result;
+use crate::connection::Connection;
+use crate::types::{Protocol, SocketError, SocketState, SslErrorCode};
+
+/// Runs `body` with a reference to the connection held for the whole call,
+/// so sslsocket_free on another thread wakes the call instead of freeing it.
+fn with_socket(s: *const Connection, body: impl FnOnce(&Connection) -> CallResult) -> sslserver_result {
+    call(|| {
+        // SAFETY: the C caller passes NULL or a live sslsocket (from
+        // sslserver_next_pending_connection or an event).
+        let s = unsafe { share(s) }.ok_or_else(|| Failure::null("s"))?;
+        body(&s)
+    })
+}
+
+/// A getter's value, `fallback` for NULL.
+fn read_socket<T: Copy>(s: *const Connection, fallback: T, body: impl FnOnce(&Connection) -> T) -> T {
+    call_or(fallback, || {
+        // SAFETY: the C caller passes NULL or a live sslsocket.
+        unsafe { share(s) }.map_or(fallback, |s| body(&s))
+    })
+}
+
+/// Reads decrypted bytes into `buf` (`len` > 0), blocking until at least one
+/// is available. `*out_n = 0` means the peer closed cleanly (close_notify).
+/// SSLSERVER_ERROR_CLOSED when the peer closed TCP without close_notify or
+/// the socket was closed here; SSLSERVER_ERROR_TLS on a protocol error.
+#[no_mangle]
+pub extern "C" fn sslsocket_read(s: *mut Connection, buf: *mut u8, len: usize, out_n: *mut usize) -> sslserver_result {
+    with_socket(s, |s| {
+        if buf.is_null() || out_n.is_null() {
+            return Err(Failure::null(if buf.is_null() { "buf" } else { "out_n" }));
+        }
+        // SAFETY: the caller passes `len` writable bytes at `buf`.
+        let buffer = unsafe { std::slice::from_raw_parts_mut(buf, len) };
+        let n = s.read(buffer)?;
+        // SAFETY: out_n checked non-NULL; the caller passes a writable size_t.
+        unsafe { put(out_n, n, "out_n") }
+    })
+}
+
+/// Encrypts and writes all `len` bytes, blocking until the kernel has them;
+/// `*out_n` (may be NULL) receives `len`. May run while another thread reads.
+#[no_mangle]
+pub extern "C" fn sslsocket_write(s: *mut Connection, buf: *const u8, len: usize, out_n: *mut usize) -> sslserver_result {
+    with_socket(s, |s| {
+        // SAFETY: the caller passes `len` readable bytes at `buf`.
+        let data = unsafe { super::bytes(buf, len, "buf") }?;
+        let n = s.write(data)?;
+        if !out_n.is_null() {
+            // SAFETY: the caller passes NULL or a writable size_t.
+            unsafe { put(out_n, n, "out_n") }?;
+        }
+        Ok(())
+    })
+}
+
+/// Waits up to `msecs` ms (-1 = forever) for decrypted bytes. False on
+/// timeout, when the connection ends, and for NULL.
+#[no_mangle]
+pub extern "C" fn sslsocket_wait_for_ready_read(s: *mut Connection, msecs: c_int) -> bool {
+    read_socket(s, false, |s| {
+        let timeout = match u64::try_from(msecs) {
+            Ok(ms) => Some(std::time::Duration::from_millis(ms)),
+            Err(_) if msecs == -1 => None,
+            Err(_) => return false,
+        };
+        s.wait_for_ready_read(timeout)
+    })
+}
+
+/// Decrypted bytes that sslsocket_read returns without blocking.
+#[no_mangle]
+pub extern "C" fn sslsocket_bytes_available(s: *const Connection) -> usize {
+    read_socket(s, 0, Connection::bytes_available)
+}
+
+/// Whether the handshake completed and the connection is still open.
+#[no_mangle]
+pub extern "C" fn sslsocket_is_encrypted(s: *const Connection) -> bool {
+    read_socket(s, false, Connection::is_encrypted)
+}
+
+/// CONNECTED while open both ways, UNCONNECTED once either side closed.
+#[no_mangle]
+pub extern "C" fn sslsocket_state(s: *const Connection) -> SocketState {
+    read_socket(s, SocketState::Unconnected, Connection::state)
+}
+
+/// The last error of the connection; UNKNOWN when there has been none.
+#[no_mangle]
+pub extern "C" fn sslsocket_error(s: *const Connection) -> SocketError {
+    read_socket(s, SocketError::Unknown, |s| s.error().0)
+}
+
+/// The text of the last error (string-out convention; "" when none).
+#[no_mangle]
+pub extern "C" fn sslsocket_error_string(s: *const Connection, buf: *mut c_char, len: usize, out_n: *mut usize) -> sslserver_result {
+    with_socket(s, |s| {
+        let text = s.error().1;
+        // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
+        unsafe { copy_out(&text, buf, len, out_n) }
+    })
+}
+
+/// The client's address, e.g. "127.0.0.1" or "::1" (IPv4 clients of a
+/// dual-stack server appear as IPv4). Readable in every event.
+#[no_mangle]
+pub extern "C" fn sslsocket_peer_address(s: *const Connection, buf: *mut c_char, len: usize, out_n: *mut usize) -> sslserver_result {
+    with_socket(s, |s| {
+        let address = s.peer_addr().ip().to_string();
+        // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
+        unsafe { copy_out(&address, buf, len, out_n) }
+    })
+}
+
+/// The client's port; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn sslsocket_peer_port(s: *const Connection) -> u16 {
+    read_socket(s, 0, |s| s.peer_addr().port())
+}
+
+/// The server-side port of the connection; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn sslsocket_local_port(s: *const Connection) -> u16 {
+    read_socket(s, 0, |s| s.local_addr().port())
+}
+
+/// The negotiated version (TLS_V1_2 or TLS_V1_3); UNKNOWN before the
+/// handshake completes.
+#[no_mangle]
+pub extern "C" fn sslsocket_session_protocol(s: *const Connection) -> Protocol {
+    read_socket(s, Protocol::Unknown, |s| s.session().map_or(Protocol::Unknown, |i| i.protocol))
+}
+
+/// The IANA name of the negotiated cipher suite, e.g. "TLS_AES_256_GCM_SHA384"
+/// (string-out convention). SSLSERVER_ERROR_INVALID_STATE before the handshake completes.
+#[no_mangle]
+pub extern "C" fn sslsocket_session_cipher(s: *const Connection, buf: *mut c_char, len: usize, out_n: *mut usize) -> sslserver_result {
+    with_socket(s, |s| {
+        let cipher = s.session().map(|i| i.cipher.clone()).ok_or_else(not_handshaken)?;
+        // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
+        unsafe { copy_out(&cipher, buf, len, out_n) }
+    })
+}
+
+fn not_handshaken() -> Failure {
+    Failure::from(crate::Error::invalid_state("the TLS handshake has not completed"))
+}
+
+/// How many certificates the client presented (0 if none).
+#[no_mangle]
+pub extern "C" fn sslsocket_peer_certificate_chain_length(s: *const Connection) -> usize {
+    read_socket(s, 0, |s| s.peer_certificate_chain().len())
+}
+
+/// The DER bytes of certificate `index` of the client's chain (0 is the
+/// client's own). The bytes live as long as `s`. SSLSERVER_ERROR_INVALID_ARGUMENT
+/// for an index out of range.
+#[no_mangle]
+pub extern "C" fn sslsocket_peer_certificate_der(
+    s: *const Connection,
+    index: usize,
+    der: *mut *const u8,
+    der_len: *mut usize,
+) -> sslserver_result {
+    call(|| {
+        // SAFETY: the C caller passes NULL or a live sslsocket.
+        let Some(s) = (unsafe { s.as_ref() }) else {
+            return Err(Failure::null("s"));
+        };
+        if der.is_null() || der_len.is_null() {
+            return Err(Failure::null(if der.is_null() { "der" } else { "der_len" }));
+        }
+        let chain = s.peer_certificate_chain();
+        let cert = chain.get(index).ok_or_else(|| {
+            Failure::invalid(format!("index {index} is out of range (the chain has {})", chain.len()))
+        })?;
+        // SAFETY: both out pointers are checked non-NULL and writable per the
+        // contract; the chain is set once and lives as long as the socket.
+        unsafe {
+            put(der, cert.as_ptr(), "der")?;
+            put(der_len, cert.len(), "der_len")
+        }
+    })
+}
+
+/// The negotiated ALPN protocol (string-out convention; "" when none).
+/// SSLSERVER_ERROR_INVALID_STATE before the handshake completes.
+#[no_mangle]
+pub extern "C" fn sslsocket_alpn_protocol(s: *const Connection, buf: *mut c_char, len: usize, out_n: *mut usize) -> sslserver_result {
+    with_socket(s, |s| {
+        let info = s.session().ok_or_else(not_handshaken)?;
+        let alpn = String::from_utf8_lossy(info.alpn_protocol.as_deref().unwrap_or_default()).into_owned();
+        // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
+        unsafe { copy_out(&alpn, buf, len, out_n) }
+    })
+}
+
+/// The host name the client asked for with SNI (string-out convention; ""
+/// when none). SSLSERVER_ERROR_INVALID_STATE before the handshake completes.
+#[no_mangle]
+pub extern "C" fn sslsocket_server_name(s: *const Connection, buf: *mut c_char, len: usize, out_n: *mut usize) -> sslserver_result {
+    with_socket(s, |s| {
+        let info = s.session().ok_or_else(not_handshaken)?;
+        let name = info.server_name.clone().unwrap_or_default();
+        // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
+        unsafe { copy_out(&name, buf, len, out_n) }
+    })
+}
+
+/// How many certificate errors the handshake found.
+#[no_mangle]
+pub extern "C" fn sslsocket_ssl_handshake_error_count(s: *const Connection) -> usize {
+    read_socket(s, 0, |s| s.ssl_handshake_errors().len())
+}
+
+/// Certificate error `index` of the handshake; NONE when out of range.
+#[no_mangle]
+pub extern "C" fn sslsocket_ssl_handshake_error(s: *const Connection, index: usize) -> SslErrorCode {
+    read_socket(s, SslErrorCode::None, |s| {
+        s.ssl_handshake_errors().get(index).copied().unwrap_or(SslErrorCode::None)
+    })
+}
+
+/// From SSL_ERRORS or PEER_VERIFY_ERROR: accept the client certificate
+/// despite its errors. Called earlier (NEW_CONNECTION, STARTED_...), it also
+/// lets a VERIFY_PEER handshake without a client certificate go on.
+#[no_mangle]
+pub extern "C" fn sslsocket_ignore_ssl_errors(s: *mut Connection) {
+    read_socket(s, (), Connection::ignore_ssl_errors)
+}
+
+/// From HANDSHAKE_INTERRUPTED_ON_ERROR: go on with the handshake.
+#[no_mangle]
+pub extern "C" fn sslsocket_continue_interrupted_handshake(s: *mut Connection) {
+    read_socket(s, (), Connection::continue_interrupted_handshake)
+}
+
+/// Sends close_notify, flushes and closes the write side. Data the client
+/// still sends can be read until it closes. Calling it again does nothing.
+#[no_mangle]
+pub extern "C" fn sslsocket_disconnect_from_host(s: *mut Connection) -> sslserver_result {
+    with_socket(s, |s| Ok(s.disconnect_from_host()?))
+}
+
+/// Closes at once, discarding unsent data; blocked reads and writes on other
+/// threads return SSLSERVER_ERROR_CLOSED.
+#[no_mangle]
+pub extern "C" fn sslsocket_abort(s: *mut Connection) {
+    read_socket(s, (), Connection::abort)
+}
+
+/// Disconnects gracefully if still open (close_notify), then frees the
+/// socket. Only for sockets from sslserver_next_pending_connection (never an
+/// event's borrowed socket). Calls blocked on it in other threads return
+/// SSLSERVER_ERROR_CLOSED. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn sslsocket_free(s: *mut Connection) {
+    call_or((), || {
+        if !s.is_null() {
+            // SAFETY: a non-NULL socket came from sslserver_next_pending_connection
+            // (Arc::into_raw) and this call gives up that reference, once.
+            let s = unsafe { Arc::from_raw(s.cast_const()) };
+            s.release();
+        }
+    })
+}

@@ -1,0 +1,369 @@
+//! The server side of one TLS handshake, run on the connection's own thread
+//! and bounded by one deadline from TCP accept to completion.
+//!
+//! Every event of a connection before PENDING_CONNECTION_AVAILABLE comes from
+//! here (or from the verifier rustls calls from here), in the order of the
+//! table in the C contract.
+
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::ServerConnection;
+
+use crate::connection::Connection;
+use crate::error::os_reason;
+use crate::events::{Event, EventSink, SslError};
+use crate::tls::ServerTls;
+use crate::types::{AlertLevel, AlertType, EventKind, PeerVerifyMode, SocketError, SslErrorCode};
+use crate::verify;
+
+/// The first byte of a TLS record carrying a handshake message.
+const HANDSHAKE_RECORD: u8 = 0x16;
+/// The first byte of a TLS record carrying an alert.
+const ALERT_RECORD: u8 = 0x15;
+/// After a fatal alert, how long to read (and drop) what the client still
+/// sends, so closing does not reset the connection before the alert arrives.
+const ALERT_LINGER: Duration = Duration::from_millis(250);
+
+/// One deadline for the whole handshake. Each blocking socket call waits at
+/// most until it, so a client that drips a byte at a time gains nothing.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HandshakeDeadline {
+    at: Option<Instant>,
+    timeout_ms: i32,
+}
+
+/// The deadline has passed.
+struct Expired;
+
+impl HandshakeDeadline {
+    /// `timeout_ms` from now; -1 means none.
+    pub(crate) fn starting_now(timeout_ms: i32) -> Self {
+        let at = u64::try_from(timeout_ms)
+            .ok()
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        HandshakeDeadline { at, timeout_ms }
+    }
+
+    /// Time left (`None` = no deadline).
+    fn remaining(&self) -> Result<Option<Duration>, Expired> {
+        match self.at {
+            None => Ok(None),
+            Some(at) => match at.checked_duration_since(Instant::now()) {
+                // A socket timeout of 0 means "forever", so round up.
+                Some(left) if !left.is_zero() => Ok(Some(left.max(Duration::from_millis(1)))),
+                _ => Err(Expired),
+            },
+        }
+    }
+}
+
+/// Why a handshake did not complete.
+enum Failure {
+    Timeout,
+    PeerClosed,
+    NotTls(u8),
+    Io(io::Error),
+    /// rustls refused the handshake; the bytes are what it queued to send
+    /// (the fatal alert).
+    Tls(rustls::Error, Vec<u8>),
+    Internal(String),
+}
+
+impl From<Expired> for Failure {
+    fn from(_: Expired) -> Self {
+        Failure::Timeout
+    }
+}
+
+/// Runs the handshake and reports its events. Returns the connection's TLS
+/// state on success; on failure the socket is closed and ERROR_OCCURRED
+/// has been emitted.
+pub(crate) fn perform(
+    connection: &Arc<Connection>,
+    tls: &ServerTls,
+    events: &EventSink,
+    deadline: HandshakeDeadline,
+) -> Option<ServerConnection> {
+    events.emit(EventKind::NewConnection, || {
+        Event::new(EventKind::NewConnection, Some(connection))
+            .describe(format!("new connection from {}", connection.peer_display()))
+    });
+    let result = drive(connection, tls, events, deadline)
+        .and_then(|server| check_missing_certificate(connection, tls, events, server));
+    match result {
+        Ok(server) => Some(server),
+        Err(failure) => {
+            fail(connection, tls, events, deadline, failure);
+            None
+        }
+    }
+}
+
+fn drive(
+    connection: &Arc<Connection>,
+    tls: &ServerTls,
+    events: &EventSink,
+    deadline: HandshakeDeadline,
+) -> Result<ServerConnection, Failure> {
+    let first = first_byte(connection, deadline)?;
+    if first != HANDSHAKE_RECORD {
+        return Err(Failure::NotTls(first));
+    }
+    events.emit(EventKind::StartedEncryptionHandshake, || {
+        Event::new(EventKind::StartedEncryptionHandshake, Some(connection))
+            .describe("TLS handshake started")
+    });
+    let config = tls
+        .for_connection(connection, events)
+        .map_err(|e| Failure::Internal(e.to_string()))?;
+    let mut server =
+        ServerConnection::new(config).map_err(|e| Failure::Internal(e.to_string()))?;
+    while server.is_handshaking() {
+        send_pending(connection, &mut server, deadline)?;
+        read_some(connection, &mut server, deadline)?;
+        if let Err(err) = server.process_new_packets() {
+            let mut alert = Vec::new();
+            while server.wants_write() {
+                let _ = server.write_tls(&mut alert);
+            }
+            return Err(Failure::Tls(err, alert));
+        }
+    }
+    // Session tickets (TLS 1.3) follow the handshake.
+    send_pending(connection, &mut server, deadline)?;
+    Ok(server)
+}
+
+/// VERIFY_PEER without a client certificate gets here only when the
+/// application ignored errors up front; report the error Qt reports.
+fn check_missing_certificate(
+    connection: &Arc<Connection>,
+    tls: &ServerTls,
+    events: &EventSink,
+    server: ServerConnection,
+) -> Result<ServerConnection, Failure> {
+    if let Some(policy) = tls.client_auth() {
+        if policy.mode() == PeerVerifyMode::VerifyPeer && server.peer_certificates().is_none() {
+            let errors = [SslError::new(SslErrorCode::NoPeerCertificate, None)];
+            if !verify::report_errors(policy, connection, events, &errors) {
+                return Err(Failure::Internal(
+                    "the client sent no certificate".to_string(),
+                ));
+            }
+        }
+    }
+    Ok(server)
+}
+
+/// Waits for the first byte without consuming it.
+fn first_byte(connection: &Connection, deadline: HandshakeDeadline) -> Result<u8, Failure> {
+    let mut byte = [0u8; 1];
+    loop {
+        connection
+            .stream()
+            .set_read_timeout(deadline.remaining()?)
+            .map_err(Failure::Io)?;
+        match connection.stream().peek(&mut byte) {
+            Ok(0) => return Err(Failure::PeerClosed),
+            Ok(_) => return Ok(byte[0]),
+            Err(e) if is_retryable(&e) => continue,
+            Err(e) => return Err(Failure::Io(e)),
+        }
+    }
+}
+
+fn read_some(
+    connection: &Connection,
+    server: &mut ServerConnection,
+    deadline: HandshakeDeadline,
+) -> Result<(), Failure> {
+    loop {
+        connection
+            .stream()
+            .set_read_timeout(deadline.remaining()?)
+            .map_err(Failure::Io)?;
+        match server.read_tls(&mut connection.stream()) {
+            Ok(0) => return Err(Failure::PeerClosed),
+            Ok(_) => return Ok(()),
+            Err(e) if is_retryable(&e) => continue,
+            Err(e) => return Err(Failure::Io(e)),
+        }
+    }
+}
+
+fn send_pending(
+    connection: &Connection,
+    server: &mut ServerConnection,
+    deadline: HandshakeDeadline,
+) -> Result<(), Failure> {
+    while server.wants_write() {
+        connection
+            .stream()
+            .set_write_timeout(deadline.remaining()?)
+            .map_err(Failure::Io)?;
+        match server.write_tls(&mut connection.stream()) {
+            Ok(_) => {}
+            Err(e) if is_retryable(&e) => {}
+            Err(e) => return Err(Failure::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Interrupted, or a socket timeout that the next `remaining()` turns into
+/// a deadline failure.
+fn is_retryable(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Reports a failed handshake and closes the connection.
+fn fail(
+    connection: &Arc<Connection>,
+    tls: &ServerTls,
+    events: &EventSink,
+    deadline: HandshakeDeadline,
+    failure: Failure,
+) {
+    let (error, text) = match failure {
+        Failure::Timeout => (
+            SocketError::SocketTimeout,
+            format!(
+                "the TLS handshake did not complete within {} ms",
+                deadline.timeout_ms
+            ),
+        ),
+        Failure::PeerClosed => (
+            SocketError::RemoteHostClosed,
+            "the client closed the connection during the TLS handshake".to_string(),
+        ),
+        Failure::NotTls(byte) => (
+            SocketError::SslHandshakeFailed,
+            format!(
+                "the client did not start a TLS handshake (first byte 0x{byte:02x} is not a \
+                 TLS handshake record; plaintext?)"
+            ),
+        ),
+        Failure::Io(err) => match err.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => (
+                SocketError::RemoteHostClosed,
+                format!("the client reset the connection: {}", os_reason(&err)),
+            ),
+            _ => (
+                SocketError::SslHandshakeFailed,
+                format!("the TLS handshake failed: {}", os_reason(&err)),
+            ),
+        },
+        Failure::Internal(text) => (SocketError::SslHandshakeFailed, text),
+        Failure::Tls(err, alert) => {
+            reject(connection, tls, events, &err, &alert);
+            (
+                SocketError::SslHandshakeFailed,
+                format!("the TLS handshake failed: {err}"),
+            )
+        }
+    };
+    connection.set_error(error, text.clone());
+    connection.abort();
+    events.emit(EventKind::ErrorOccurred, || {
+        Event::new(EventKind::ErrorOccurred, Some(connection))
+            .socket_error(error)
+            .describe(text)
+    });
+}
+
+/// The events and the alert of a handshake rustls refused.
+fn reject(
+    connection: &Arc<Connection>,
+    tls: &ServerTls,
+    events: &EventSink,
+    err: &rustls::Error,
+    alert: &[u8],
+) {
+    match err {
+        rustls::Error::AlertReceived(description) => {
+            let alert_type = AlertType::from_wire(u8::from(*description));
+            events.emit(EventKind::AlertReceived, || {
+                Event::new(EventKind::AlertReceived, Some(connection))
+                    .alert(AlertLevel::Fatal, alert_type)
+                    .describe(format!("the client sent a fatal alert: {description:?}"))
+            });
+        }
+        rustls::Error::NoCertificatesPresented => {
+            if let Some(policy) = tls.client_auth() {
+                let errors = [SslError::new(SslErrorCode::NoPeerCertificate, None)];
+                verify::report_errors(policy, connection, events, &errors);
+            }
+        }
+        _ => {}
+    }
+    if alert.is_empty() {
+        return linger_close(connection);
+    }
+    // Only what rustls queued (the alert), never a close_notify.
+    let _ = connection
+        .stream()
+        .set_write_timeout(Some(ALERT_LINGER));
+    let _ = std::io::Write::write_all(&mut connection.stream(), alert);
+    let alert_type = sent_alert(alert).unwrap_or_else(|| alert_for(err));
+    events.emit(EventKind::AlertSent, || {
+        Event::new(EventKind::AlertSent, Some(connection))
+            .alert(AlertLevel::Fatal, alert_type)
+            .describe(format!("sent a fatal alert: {alert_type:?} ({err})"))
+    });
+    linger_close(connection);
+}
+
+/// Shuts down writing, then reads briefly so the client's unread bytes do
+/// not make the kernel reset the connection and destroy the alert in flight.
+fn linger_close(connection: &Connection) {
+    let stream = connection.stream();
+    let _ = stream.shutdown(Shutdown::Write);
+    let until = Instant::now() + ALERT_LINGER;
+    let mut sink = [0u8; 4096];
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match (&mut &*stream).read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+}
+
+/// The alert in a plaintext alert record, when rustls sent it unencrypted.
+fn sent_alert(bytes: &[u8]) -> Option<AlertType> {
+    match bytes {
+        [ALERT_RECORD, 3, _, 0, 2, _level, description, ..] => {
+            Some(AlertType::from_wire(*description))
+        }
+        _ => None,
+    }
+}
+
+/// The alert rustls sends for an error, for alerts sent encrypted.
+fn alert_for(err: &rustls::Error) -> AlertType {
+    use rustls::Error as E;
+    match err {
+        E::InvalidCertificate(cert_err) => {
+            AlertType::from_wire(u8::from(rustls::AlertDescription::from(cert_err.clone())))
+        }
+        E::NoCertificatesPresented => AlertType::CertificateRequired,
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            AlertType::UnexpectedMessage
+        }
+        E::InvalidMessage(_) => AlertType::DecodeError,
+        E::DecryptError => AlertType::BadRecordMac,
+        E::NoApplicationProtocol => AlertType::NoApplicationProtocol,
+        E::PeerMisbehaved(_) => AlertType::IllegalParameter,
+        _ => AlertType::HandshakeFailure,
+    }
+}

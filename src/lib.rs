@@ -1,0 +1,27 @@
+//! libsslserver: Qt's QSslServer as a C library, on rustls.
+//!
+//! A server accepts TCP connections, performs the TLS handshake on each
+//! connection's own thread within one deadline, and queues only the
+//! connections whose handshake completed. Qt's signals become callbacks.
+//!
+//! The modules below `ffi` are safe Rust and usable from Rust directly; `ffi`
+//! is the thin C layer the header `include/sslserver.h` is generated from.
+
+mod accept;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod events;
+pub mod ffi;
+mod handshake;
+pub mod server;
+mod tls;
+pub mod types;
+mod verify;
+
+pub use config::TlsConfig;
+pub use connection::{Connection, SessionInfo};
+pub use error::{Error, ErrorKind, Result};
+pub use events::{Callback, Event, SslError};
+pub use server::{Server, WaitOutcome};
+pub use types::*;

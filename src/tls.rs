@@ -1,0 +1,104 @@
+//! The TLS material of a server: built from a [`TlsConfig`] by
+//! `sslserver_set_config`, shared by every connection accepted while it is
+//! current (so replacing it rotates certificates without touching
+//! connections already accepted).
+
+use std::sync::Arc;
+
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, SupportedProtocolVersion};
+
+use crate::config::{crypto_provider, protocol_versions, TlsConfig};
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::events::EventSink;
+use crate::verify::{ClientAuthPolicy, PeerVerifier};
+
+/// How many TLS 1.2 session IDs the server remembers for resumption.
+const SESSION_CACHE_SIZE: usize = 1024;
+
+pub(crate) struct ServerTls {
+    certificate: Arc<OneCertificate>,
+    versions: &'static [&'static SupportedProtocolVersion],
+    alpn_protocols: Vec<Vec<u8>>,
+    client_auth: Option<Arc<ClientAuthPolicy>>,
+    ticketer: Arc<dyn ProducesTickets>,
+    session_storage: Arc<dyn StoresServerSessions>,
+    /// The config every connection shares when no client certificate is requested.
+    shared: Option<Arc<ServerConfig>>,
+}
+
+impl ServerTls {
+    pub(crate) fn new(config: &TlsConfig) -> Result<Self> {
+        let certified_key = config.certified_key().ok_or_else(|| {
+            if config.certificate_chain().is_empty() {
+                Error::certificate("the configuration has no certificate")
+            } else {
+                Error::private_key("the configuration has no private key")
+            }
+        })?;
+        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| Error::new(crate::ErrorKind::Tls, format!("cannot create a session ticketer: {e}")))?;
+        let mut tls = ServerTls {
+            certificate: Arc::new(OneCertificate(certified_key)),
+            versions: protocol_versions(config.protocol())?,
+            alpn_protocols: config.alpn_protocols().to_vec(),
+            client_auth: ClientAuthPolicy::new(config)?,
+            ticketer,
+            session_storage: ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+            shared: None,
+        };
+        if tls.client_auth.is_none() {
+            tls.shared = Some(Arc::new(tls.build(None)?));
+        }
+        Ok(tls)
+    }
+
+    pub(crate) fn client_auth(&self) -> Option<&ClientAuthPolicy> {
+        self.client_auth.as_deref()
+    }
+
+    /// The rustls config for one connection's handshake.
+    pub(crate) fn for_connection(
+        &self,
+        connection: &Arc<Connection>,
+        events: &EventSink,
+    ) -> Result<Arc<ServerConfig>> {
+        match (&self.shared, &self.client_auth) {
+            (Some(shared), _) => Ok(shared.clone()),
+            (None, Some(policy)) => {
+                let verifier = PeerVerifier::new(policy.clone(), connection, events);
+                Ok(Arc::new(self.build(Some(Arc::new(verifier)))?))
+            }
+            (None, None) => unreachable!("ServerTls::new builds the shared config"),
+        }
+    }
+
+    fn build(&self, verifier: Option<Arc<dyn ClientCertVerifier>>) -> Result<ServerConfig> {
+        let builder = ServerConfig::builder_with_provider(crypto_provider().clone())
+            .with_protocol_versions(self.versions)
+            .map_err(|e| Error::new(crate::ErrorKind::Tls, format!("unusable protocol versions: {e}")))?;
+        let builder = match verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(self.certificate.clone());
+        config.alpn_protocols = self.alpn_protocols.clone();
+        config.ticketer = self.ticketer.clone();
+        config.session_storage = self.session_storage.clone();
+        Ok(config)
+    }
+}
+
+/// Serves the same certificate to every client, whatever name it asks for
+/// (as QSslServer does).
+#[derive(Debug)]
+struct OneCertificate(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OneCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}

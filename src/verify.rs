@@ -1,0 +1,311 @@
+//! Client-certificate verification with Qt's semantics, as a rustls
+//! `ClientCertVerifier`.
+//!
+//! webpki decides whether a chain is trusted; this module turns its verdict
+//! into Qt-numbered errors, reports them as events in Qt's order, and lets the
+//! application accept the certificate anyway (QUERY_PEER always does;
+//! VERIFY_PEER does when the application ignores the errors from a callback).
+//! The decision has to be made inside rustls's call, because rustls finishes
+//! the handshake in the same `process_new_packets` call; so the verifier is
+//! built per connection and reports to that connection's event sink.
+
+use std::sync::{Arc, Weak};
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
+
+use crate::config::{crypto_provider, TlsConfig};
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventSink, SslError};
+use crate::types::{EventKind, PeerVerifyMode, SslErrorCode};
+
+/// How a server checks client certificates; built once per `set_config`.
+pub(crate) struct ClientAuthPolicy {
+    /// `QueryPeer` or `VerifyPeer` (AUTO is QUERY on a server).
+    mode: PeerVerifyMode,
+    interrupt_on_error: bool,
+    /// webpki over the configured CAs; `None` when there are none, so every
+    /// client certificate is untrusted.
+    trust: Option<Arc<dyn ClientCertVerifier>>,
+    hints: Vec<DistinguishedName>,
+}
+
+impl ClientAuthPolicy {
+    /// The policy for `config`, or `None` when no client certificate is requested.
+    pub(crate) fn new(config: &TlsConfig) -> Result<Option<Arc<Self>>> {
+        let mode = match config.peer_verify_mode() {
+            PeerVerifyMode::VerifyNone => return Ok(None),
+            PeerVerifyMode::QueryPeer | PeerVerifyMode::AutoVerifyPeer => PeerVerifyMode::QueryPeer,
+            PeerVerifyMode::VerifyPeer => PeerVerifyMode::VerifyPeer,
+        };
+        let mut roots = RootCertStore::empty();
+        for (index, ca) in config.ca_certificates().iter().enumerate() {
+            roots.add(ca.clone()).map_err(|e| {
+                Error::certificate(format!("CA certificate {} cannot be used: {e}", index + 1))
+            })?;
+        }
+        let hints = roots.subjects();
+        let trust = if roots.is_empty() {
+            None
+        } else {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider().clone())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| Error::certificate(format!("cannot use the CA certificates: {e}")))?;
+            Some(verifier)
+        };
+        Ok(Some(Arc::new(ClientAuthPolicy {
+            mode,
+            interrupt_on_error: config.handshake_must_interrupt_on_error(),
+            trust,
+            hints,
+        })))
+    }
+
+    pub(crate) fn mode(&self) -> PeerVerifyMode {
+        self.mode
+    }
+
+    /// The Qt errors of a presented chain, and the rustls error (which picks
+    /// the alert) to fail with if they are not accepted.
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> (Vec<SslError>, rustls::Error) {
+        let verdict = match &self.trust {
+            Some(webpki) => webpki
+                .verify_client_cert(end_entity, intermediates, now)
+                .map(|_| ()),
+            None => Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )),
+        };
+        let leaf = Some(end_entity.clone().into_owned());
+        let mut codes = Vec::new();
+        if let Err(err) = &verdict {
+            codes.push(classify(err, end_entity, intermediates));
+        }
+        // webpki stops at the first problem; Qt (like OpenSSL) also reports
+        // the leaf's validity period when the issuer is the problem.
+        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(end_entity.as_ref()) {
+            let now = now.as_secs() as i64;
+            if cert.validity().not_after.timestamp() < now {
+                codes.push(SslErrorCode::CertificateExpired);
+            }
+            if cert.validity().not_before.timestamp() > now {
+                codes.push(SslErrorCode::CertificateNotYetValid);
+            }
+        }
+        let mut errors: Vec<SslError> = Vec::new();
+        for code in codes {
+            if !errors.iter().any(|e| e.code == code) {
+                errors.push(SslError::new(code, leaf.clone()));
+            }
+        }
+        let cause = verdict.err().unwrap_or(rustls::Error::InvalidCertificate(
+            CertificateError::Expired,
+        ));
+        (errors, cause)
+    }
+}
+
+/// Reports verification errors in Qt's order (the table in the C contract)
+/// and says whether the handshake may go on.
+pub(crate) fn report_errors(
+    policy: &ClientAuthPolicy,
+    connection: &Arc<Connection>,
+    events: &EventSink,
+    errors: &[SslError],
+) -> bool {
+    connection.verification().set_errors(errors);
+    let verification = connection.verification();
+    if policy.interrupt_on_error {
+        events.emit(EventKind::HandshakeInterruptedOnError, || {
+            Event::new(EventKind::HandshakeInterruptedOnError, Some(connection))
+                .ssl_errors(&errors[..1])
+                .describe(format!(
+                    "handshake interrupted on a client-certificate error: {}",
+                    errors[0].message
+                ))
+        });
+        if !verification.continue_requested() {
+            return false;
+        }
+    } else {
+        for error in errors {
+            events.emit(EventKind::PeerVerifyError, || {
+                Event::new(EventKind::PeerVerifyError, Some(connection))
+                    .ssl_errors(std::slice::from_ref(error))
+                    .describe(error.message.clone())
+            });
+        }
+    }
+    events.emit(EventKind::SslErrors, || {
+        let names: Vec<&str> = errors.iter().map(|e| e.code.name()).collect();
+        Event::new(EventKind::SslErrors, Some(connection))
+            .ssl_errors(errors)
+            .describe(format!("client certificate errors: {}", names.join(", ")))
+    });
+    policy.mode == PeerVerifyMode::QueryPeer || verification.errors_ignored()
+}
+
+/// The verifier of one connection's handshake.
+pub(crate) struct PeerVerifier {
+    policy: Arc<ClientAuthPolicy>,
+    connection: Weak<Connection>,
+    events: EventSink,
+}
+
+impl PeerVerifier {
+    pub(crate) fn new(
+        policy: Arc<ClientAuthPolicy>,
+        connection: &Arc<Connection>,
+        events: &EventSink,
+    ) -> Self {
+        PeerVerifier {
+            policy,
+            connection: Arc::downgrade(connection),
+            events: events.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PeerVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerVerifier")
+            .field("mode", &self.policy.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCertVerifier for PeerVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    /// rustls asks this when a client Certificate message arrives, and uses
+    /// the answer only if it is empty. A missing certificate under VERIFY_PEER
+    /// can only be accepted if the application ignored errors before this
+    /// point (from NEW_CONNECTION or STARTED_ENCRYPTION_HANDSHAKE).
+    fn client_auth_mandatory(&self) -> bool {
+        self.policy.mode == PeerVerifyMode::VerifyPeer
+            && !self
+                .connection
+                .upgrade()
+                .is_some_and(|c| c.verification().errors_ignored())
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.policy.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        let Some(connection) = self.connection.upgrade() else {
+            return Err(rustls::Error::General("connection closed".into()));
+        };
+        connection
+            .verification()
+            .record_chain(end_entity, intermediates);
+        let (errors, cause) = self.policy.check(end_entity, intermediates, now);
+        if errors.is_empty() || report_errors(&self.policy, &connection, &self.events, &errors) {
+            Ok(ClientCertVerified::assertion())
+        } else {
+            Err(cause)
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &crypto_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &crypto_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        crypto_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The Qt code for webpki's verdict on a chain.
+fn classify(
+    err: &rustls::Error,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> SslErrorCode {
+    use CertificateError as C;
+    let rustls::Error::InvalidCertificate(cert_err) = err else {
+        return SslErrorCode::Unspecified;
+    };
+    match cert_err {
+        C::UnknownIssuer => {
+            if is_self_signed(end_entity) {
+                SslErrorCode::SelfSignedCertificate
+            } else if intermediates.iter().any(is_self_signed) {
+                SslErrorCode::SelfSignedCertificateInChain
+            } else {
+                SslErrorCode::UnableToGetLocalIssuerCertificate
+            }
+        }
+        C::Expired | C::ExpiredContext { .. } => SslErrorCode::CertificateExpired,
+        C::NotValidYet | C::NotValidYetContext { .. } => SslErrorCode::CertificateNotYetValid,
+        C::Revoked => SslErrorCode::CertificateRevoked,
+        C::UnknownRevocationStatus => SslErrorCode::CertificateStatusUnknown,
+        C::BadSignature
+        | C::UnsupportedSignatureAlgorithmContext { .. }
+        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            SslErrorCode::CertificateSignatureFailed
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => SslErrorCode::HostNameMismatch,
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => SslErrorCode::InvalidPurpose,
+        C::ApplicationVerificationFailure => SslErrorCode::CertificateRejected,
+        C::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
+            Some(webpki::Error::PathLenConstraintViolated)
+            | Some(webpki::Error::MaximumPathDepthExceeded) => SslErrorCode::PathLengthExceeded,
+            Some(webpki::Error::CaUsedAsEndEntity) => SslErrorCode::InvalidPurpose,
+            Some(webpki::Error::EndEntityUsedAsCa) => SslErrorCode::InvalidCaCertificate,
+            _ => SslErrorCode::Unspecified,
+        },
+        _ => SslErrorCode::Unspecified,
+    }
+}
+
+fn is_self_signed(cert: &CertificateDer<'_>) -> bool {
+    x509_parser::parse_x509_certificate(cert.as_ref())
+        .map(|(_, c)| c.issuer().as_raw() == c.subject().as_raw())
+        .unwrap_or(false)
+}
