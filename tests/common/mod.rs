@@ -1,0 +1,331 @@
+//! Shared test helpers: a throwaway PKI, a server on an ephemeral port, an
+//! event recorder and real TLS clients (rustls, openssl CLI).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use sslserver::{
+    AlertLevel, AlertType, Event, EventKind, PeerVerifyMode, Server, SocketError, SslErrorCode, TlsConfig,
+};
+
+/// Generous bound for things that should happen "soon" on a loaded machine.
+pub const SOON: Duration = Duration::from_secs(10);
+
+/// A certificate and its key, as PEM and DER.
+#[derive(Clone)]
+pub struct Identity {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: CertificateDer<'static>,
+}
+
+impl Identity {
+    pub fn key_der(&self) -> PrivateKeyDer<'static> {
+        use rustls::pki_types::pem::PemObject;
+        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap()
+    }
+}
+
+/// A test certificate authority.
+pub struct TestCa {
+    params: CertificateParams,
+    key: KeyPair,
+    pub identity: Identity,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let identity = Identity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().clone(),
+        };
+        TestCa { params, key, identity }
+    }
+
+    fn issue_with(&self, names: &[&str], usage: ExtendedKeyUsagePurpose, expired: bool) -> Identity {
+        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.extended_key_usages = vec![usage];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        Identity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().clone(),
+        }
+    }
+
+    pub fn server(&self) -> Identity {
+        self.issue_with(&["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth, false)
+    }
+
+    pub fn client(&self, name: &str) -> Identity {
+        self.issue_with(&[name], ExtendedKeyUsagePurpose::ClientAuth, false)
+    }
+
+    pub fn expired_client(&self, name: &str) -> Identity {
+        self.issue_with(&[name], ExtendedKeyUsagePurpose::ClientAuth, true)
+    }
+}
+
+/// A self-signed certificate (issuer == subject), untrusted by anyone.
+pub fn self_signed(name: &str) -> Identity {
+    let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Identity {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        cert_der: cert.der().clone(),
+    }
+}
+
+/// A server configuration with `identity` and the given verification.
+pub fn server_config(identity: &Identity, mode: PeerVerifyMode, ca: Option<&TestCa>) -> TlsConfig {
+    let mut config = TlsConfig::new();
+    config.set_certificate_chain_pem(identity.cert_pem.as_bytes()).unwrap();
+    config.set_private_key_pem(identity.key_pem.as_bytes(), None).unwrap();
+    config.set_peer_verify_mode(mode);
+    if let Some(ca) = ca {
+        config.add_ca_certificates_pem(ca.identity.cert_pem.as_bytes()).unwrap();
+    }
+    config
+}
+
+/// A started server on 127.0.0.1 with an ephemeral port.
+pub struct TestServer {
+    pub server: Arc<Server>,
+    pub port: u16,
+    pub events: Arc<Recorder>,
+}
+
+impl TestServer {
+    pub fn start(config: &TlsConfig) -> Self {
+        Self::start_with(config, |_| {}, |_| {})
+    }
+
+    /// `setup` runs before listening; `react` runs inside every callback.
+    pub fn start_with(
+        config: &TlsConfig,
+        setup: impl FnOnce(&Server),
+        react: impl Fn(&Event<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        let server = Arc::new(Server::new());
+        server.set_config(config).unwrap();
+        let events = Recorder::attach(&server, react);
+        setup(&server);
+        server.listen(Some("127.0.0.1"), 0).unwrap();
+        let port = server.local_addr().unwrap().port();
+        TestServer { server, port, events }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn tcp(&self) -> TcpStream {
+        TcpStream::connect(self.addr()).unwrap()
+    }
+}
+
+/// One event as the test sees it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub kind: EventKind,
+    pub peer_port: Option<u16>,
+    pub socket_error: SocketError,
+    pub alert: Option<(AlertLevel, AlertType)>,
+    pub ssl_errors: Vec<SslErrorCode>,
+    pub description: String,
+    pub at: Instant,
+}
+
+/// Records every event of a server, in order.
+#[derive(Default)]
+pub struct Recorder {
+    events: Mutex<Vec<Recorded>>,
+    arrived: Condvar,
+}
+
+impl Recorder {
+    pub fn attach(server: &Server, react: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Arc<Self> {
+        let recorder = Arc::new(Recorder::default());
+        let react = Arc::new(react);
+        for raw in 0..EventKind::COUNT as i32 {
+            let kind = EventKind::from_raw(raw).unwrap();
+            let (recorder, react) = (recorder.clone(), react.clone());
+            server.set_callback(
+                kind,
+                Some(Arc::new(move |event: &Event<'_>| {
+                    assert!(!event.description.is_empty(), "every event has a description");
+                    recorder.push(Recorded {
+                        kind: event.kind,
+                        peer_port: event.connection.map(|c| c.peer_addr().port()),
+                        socket_error: event.socket_error,
+                        alert: event.alert,
+                        ssl_errors: event.ssl_errors.iter().map(|e| e.code).collect(),
+                        description: event.description.clone(),
+                        at: Instant::now(),
+                    });
+                    react(event);
+                })),
+            );
+        }
+        recorder
+    }
+
+    fn push(&self, event: Recorded) {
+        self.events.lock().unwrap().push(event);
+        self.arrived.notify_all();
+    }
+
+    pub fn all(&self) -> Vec<Recorded> {
+        self.events.lock().unwrap().clone()
+    }
+
+    pub fn of(&self, port: u16) -> Vec<Recorded> {
+        self.all().into_iter().filter(|e| e.peer_port == Some(port)).collect()
+    }
+
+    /// Waits until `pred` holds for the recorded events, or panics after `SOON`.
+    pub fn wait_until(&self, what: &str, pred: impl Fn(&[Recorded]) -> bool) -> Vec<Recorded> {
+        let deadline = Instant::now() + SOON;
+        let mut events = self.events.lock().unwrap();
+        loop {
+            if pred(&events) {
+                return events.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out waiting for {what}; events: {:#?}", *events);
+            events = self.arrived.wait_timeout(events, left).unwrap().0;
+        }
+    }
+
+    /// Waits for the last event of the connection from `port` (PENDING or
+    /// ERROR_OCCURRED) and returns its events.
+    pub fn finished(&self, port: u16) -> Vec<Recorded> {
+        self.wait_until(&format!("the end of connection :{port}"), |events| {
+            events.iter().any(|e| {
+                e.peer_port == Some(port)
+                    && matches!(e.kind, EventKind::PendingConnectionAvailable | EventKind::ErrorOccurred)
+            })
+        });
+        self.of(port)
+    }
+
+    pub fn kinds(&self, port: u16) -> Vec<EventKind> {
+        self.finished(port).iter().map(|e| e.kind).collect()
+    }
+}
+
+/// A rustls client config trusting `ca`, with an optional client identity.
+pub fn client_config(ca: &CertificateDer<'static>, identity: Option<&Identity>, alpn: &[&str]) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let mut config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(vec![id.cert_der.clone()], id.key_der())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(config)
+}
+
+pub type Client = StreamOwned<ClientConnection, TcpStream>;
+
+/// Connects and completes the handshake (client side); Err on TLS failure.
+pub fn connect(port: u16, config: Arc<ClientConfig>) -> Result<Client, std::io::Error> {
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(SOON))?;
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(config, name).unwrap();
+    let mut stream = StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    // TLS 1.3: the server learns of a rejected client certificate only after
+    // the client's flight; a read surfaces the server's alert, if any.
+    Ok(stream)
+}
+
+/// The local (client-side) port of a client.
+pub fn port_of(client: &Client) -> u16 {
+    client.sock.local_addr().unwrap().port()
+}
+
+/// Writes `data` and reads back as many bytes.
+pub fn echo_roundtrip(client: &mut Client, data: &[u8]) -> Vec<u8> {
+    client.write_all(data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    client.read_exact(&mut back).unwrap();
+    back
+}
+
+/// Serves one connection from the queue: echoes until the peer closes.
+pub fn spawn_echo(server: &Arc<Server>) -> std::thread::JoinHandle<()> {
+    let server = server.clone();
+    std::thread::spawn(move || {
+        assert_eq!(server.wait_for_new_connection(Some(SOON)), sslserver::WaitOutcome::Ready);
+        let conn = server.next_pending_connection().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 || conn.write(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        conn.release();
+    })
+}
+
+/// Reads until EOF or error within `SOON`; true if the server closed.
+pub fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(SOON)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A ClientHello as a rustls client would send it.
+pub fn client_hello() -> Vec<u8> {
+    let ca = self_signed("unused");
+    let config = client_config(&ca.cert_der, None, &[]);
+    let mut conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    hello
+}
+
+/// Writes PEM text to a fresh temporary file and returns its path.
+pub fn temp_file(name: &str, contents: &[u8]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sslserver-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
