@@ -82,7 +82,9 @@ enum Input {
     CloseNotify,
     /// The peer closed TCP without close_notify (the data may be truncated).
     Eof,
-    /// A TLS or socket error.
+    /// The peer reset the connection.
+    Reset,
+    /// A TLS protocol error, or a socket error other than a reset.
     Failed,
     /// Closed on this side (abort, free, server shutdown).
     Closed,
@@ -332,7 +334,11 @@ impl Connection {
                         "the peer closed the connection without close_notify",
                     ))
                 }
-                Input::Failed => return Err(Error::new(ErrorKind::Tls, io.error_text.clone())),
+                Input::Reset => return Err(Error::new(ErrorKind::Closed, io.error_text.clone())),
+                Input::Failed if io.error == SocketError::SslInternal => {
+                    return Err(Error::new(ErrorKind::Tls, io.error_text.clone()))
+                }
+                Input::Failed => return Err(Error::new(ErrorKind::Io, io.error_text.clone())),
                 Input::Closed => {
                     return Err(Error::new(ErrorKind::Closed, "the connection is closed"))
                 }
@@ -515,14 +521,17 @@ impl Connection {
         if io.input != Input::Open {
             return;
         }
-        io.input = Input::Failed;
-        let error = match err.kind() {
-            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
-                SocketError::RemoteHostClosed
-            }
-            _ => SocketError::Network,
-        };
-        io.fail(error, os_reason(err));
+        let reset = matches!(
+            err.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+        );
+        if reset {
+            io.input = Input::Reset;
+            io.fail(SocketError::RemoteHostClosed, format!("the peer reset the connection ({})", os_reason(err)));
+        } else {
+            io.input = Input::Failed;
+            io.fail(SocketError::Network, os_reason(err));
+        }
     }
 
     /// Sends everything queued in `Io::outgoing`, then releases the send lock

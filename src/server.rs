@@ -7,6 +7,7 @@
 //! and joins every thread it started, so no callback runs after it returns.
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
@@ -490,7 +491,15 @@ impl Session {
         let spawned = std::thread::Builder::new()
             .name("sslserver-conn".into())
             .stack_size(CONNECTION_STACK_SIZE)
-            .spawn(move || session.serve(id, for_thread));
+            .spawn(move || {
+                // A bug in one connection must not leak its handshake slot
+                // or leave its client hanging.
+                let served = catch_unwind(AssertUnwindSafe(|| session.serve(id, for_thread.clone())));
+                if served.is_err() {
+                    for_thread.abort();
+                    session.forget(id);
+                }
+            });
         match spawned {
             Ok(handle) => {
                 connection.set_thread(handle);

@@ -255,7 +255,12 @@ pub type Client = StreamOwned<ClientConnection, TcpStream>;
 
 /// Connects and completes the handshake (client side); Err on TLS failure.
 pub fn connect(port: u16, config: Arc<ClientConfig>) -> Result<Client, std::io::Error> {
-    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    connect_to(("127.0.0.1", port), config)
+}
+
+/// As [`connect`], to any address.
+pub fn connect_to(addr: impl std::net::ToSocketAddrs, config: Arc<ClientConfig>) -> Result<Client, std::io::Error> {
+    let tcp = TcpStream::connect(addr)?;
     tcp.set_read_timeout(Some(SOON))?;
     let name = ServerName::try_from("localhost").unwrap();
     let conn = ClientConnection::new(config, name).unwrap();

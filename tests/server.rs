@@ -1,0 +1,518 @@
+//! The server's semantics: one handshake deadline, the bounded queue,
+//! close/free at any moment, certificate rotation, blocking calls.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{mpsc, Arc, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sslserver::{
+    Connection, ErrorKind, EventKind::*, PeerVerifyMode, Protocol, Server, SocketError, TlsConfig,
+    WaitOutcome,
+};
+
+fn plain_config() -> (TestCa, TlsConfig) {
+    let ca = TestCa::new("ca");
+    let config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    (ca, config)
+}
+
+#[test]
+fn drip_fed_client_hello_is_cut_at_the_deadline_not_later() {
+    // Qt restarts its timer on the first byte, so a client that waits 0.9 T
+    // and then drips gets about 1.9 T. Here the deadline is one: T from accept.
+    let (_ca, config) = plain_config();
+    let server = TestServer::start_with(&config, |s| s.set_handshake_timeout(1000).unwrap(), |_| {});
+    let connected = Instant::now();
+    let mut tcp = server.tcp();
+    let port = tcp.local_addr().unwrap().port();
+    thread::sleep(Duration::from_millis(900));
+    let hello = client_hello();
+    let mut cut_at = None;
+    for byte in &hello {
+        if tcp.write_all(&[*byte]).is_err() {
+            cut_at = Some(connected.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+        let events = server.events.of(port);
+        if events.iter().any(|e| e.kind == ErrorOccurred) {
+            cut_at = Some(connected.elapsed());
+            break;
+        }
+    }
+    let cut_at = cut_at.expect("the server cut the drip-feeding client");
+    let events = server.events.finished(port);
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [NewConnection, StartedEncryptionHandshake, ErrorOccurred]);
+    assert_eq!(events[2].socket_error, SocketError::SocketTimeout);
+    assert!(cut_at >= Duration::from_millis(1000), "cut early: {cut_at:?}");
+    assert!(cut_at < Duration::from_millis(1700), "cut late (timer restarted?): {cut_at:?}");
+}
+
+#[test]
+fn full_queue_stops_accepting_and_resumes_when_a_slot_frees() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start_with(&config, |s| s.set_max_pending_connections(2).unwrap(), |_| {});
+    let client_cfg = client_config(&ca.identity.cert_der, None, &[]);
+    let _a = connect(server.port, client_cfg.clone()).unwrap();
+    let _b = connect(server.port, client_cfg.clone()).unwrap();
+    server.events.wait_until("two queued", |e| {
+        e.iter().filter(|e| e.kind == PendingConnectionAvailable).count() == 2
+    });
+    // The third client connects (kernel backlog) but is not accepted.
+    let third = thread::spawn({
+        let cfg = client_cfg.clone();
+        let port = server.port;
+        move || connect(port, cfg).map(|c| port_of(&c))
+    });
+    thread::sleep(Duration::from_millis(300));
+    let accepted = server.events.all().iter().filter(|e| e.kind == NewConnection).count();
+    assert_eq!(accepted, 2, "nothing is accepted while the queue is full");
+    // Taking one frees a slot: the third is accepted and handshaken.
+    let first = server.server.next_pending_connection().unwrap();
+    let third_port = third.join().unwrap().unwrap();
+    assert_eq!(
+        server.events.kinds(third_port),
+        [NewConnection, StartedEncryptionHandshake, PendingConnectionAvailable]
+    );
+    drop(first);
+}
+
+#[test]
+fn handshake_completing_while_the_queue_is_full_waits_for_a_slot() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start_with(&config, |s| s.set_max_pending_connections(1).unwrap(), |_| {});
+    let client_cfg = client_config(&ca.identity.cert_der, None, &[]);
+    // A's handshake starts (its ClientHello is in) before the queue fills.
+    let mut a_tcp = server.tcp();
+    let a_port = a_tcp.local_addr().unwrap().port();
+    let mut a_tls = rustls::ClientConnection::new(client_cfg.clone(), "localhost".try_into().unwrap()).unwrap();
+    a_tls.write_tls(&mut a_tcp).unwrap();
+    server.events.wait_until("A started", |e| {
+        e.iter().any(|e| e.peer_port == Some(a_port) && e.kind == StartedEncryptionHandshake)
+    });
+    let b = connect(server.port, client_cfg.clone()).unwrap();
+    server.events.kinds(port_of(&b));
+    // A finishes its handshake while the queue is full.
+    while a_tls.is_handshaking() {
+        a_tls.complete_io(&mut a_tcp).unwrap();
+    }
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        !server.events.of(a_port).iter().any(|e| e.kind == PendingConnectionAvailable),
+        "A must wait for a slot"
+    );
+    let b_conn = server.server.next_pending_connection().unwrap();
+    assert_eq!(b_conn.peer_addr().port(), port_of(&b));
+    assert_eq!(
+        server.events.kinds(a_port),
+        [NewConnection, StartedEncryptionHandshake, PendingConnectionAvailable]
+    );
+    let a_conn = server.server.next_pending_connection().unwrap();
+    assert_eq!(a_conn.peer_addr().port(), a_port);
+}
+
+#[test]
+fn handshake_bound_holds_new_clients_in_the_backlog() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start_with(
+        &config,
+        |s| {
+            s.set_max_concurrent_handshakes(2).unwrap();
+            s.set_handshake_timeout(400).unwrap();
+        },
+        |_| {},
+    );
+    let _silent: Vec<TcpStream> = (0..2).map(|_| server.tcp()).collect();
+    server.events.wait_until("two silent accepted", |e| {
+        e.iter().filter(|e| e.kind == NewConnection).count() == 2
+    });
+    let good = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    let good_port = port_of(&good);
+    server.events.kinds(good_port);
+    let events = server.events.all();
+    let first_timeout = events.iter().position(|e| e.socket_error == SocketError::SocketTimeout).unwrap();
+    let good_accepted = events
+        .iter()
+        .position(|e| e.peer_port == Some(good_port) && e.kind == NewConnection)
+        .unwrap();
+    assert!(good_accepted > first_timeout, "accepted only once a handshake slot freed");
+}
+
+#[test]
+fn silent_clients_do_not_starve_a_good_client() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start_with(&config, |s| s.set_handshake_timeout(30_000).unwrap(), |_| {});
+    let _silent: Vec<TcpStream> = (0..200).map(|_| server.tcp()).collect();
+    let started = Instant::now();
+    let good = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(
+        server.events.kinds(port_of(&good)),
+        [NewConnection, StartedEncryptionHandshake, PendingConnectionAvailable]
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!server.events.all().iter().any(|e| e.kind == ErrorOccurred), "no silent client timed out yet");
+}
+
+#[test]
+fn close_aborts_handshakes_closes_the_queue_and_stops_events() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    let mut silent: Vec<TcpStream> = (0..20).map(|_| server.tcp()).collect();
+    let queued = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    server.events.kinds(port_of(&queued));
+    server.events.wait_until("all accepted", |e| e.iter().filter(|e| e.kind == NewConnection).count() == 21);
+    server.server.close();
+    let after_close = server.events.all().len();
+    assert!(!server.server.is_listening());
+    assert!(!server.server.has_pending_connections());
+    for tcp in &mut silent {
+        assert!(closed_by_server(tcp));
+    }
+    let mut queued_tcp = queued.sock;
+    assert!(closed_by_server(&mut queued_tcp));
+    assert_eq!(server.events.all().len(), after_close, "no event after close returns");
+    // The server can listen again.
+    server.server.listen(Some("127.0.0.1"), 0).unwrap();
+    let port = server.server.local_addr().unwrap().port();
+    let again = connect(port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    server.events.kinds(port_of(&again));
+}
+
+#[test]
+fn dropping_the_server_with_handshakes_in_flight_joins_everything() {
+    let (_ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    let mut silent: Vec<TcpStream> = (0..10).map(|_| server.tcp()).collect();
+    server.events.wait_until("all accepted", |e| e.iter().filter(|e| e.kind == NewConnection).count() == 10);
+    let TestServer { server: handle, events, .. } = server;
+    let count = events.all().len();
+    drop(handle);
+    for tcp in &mut silent {
+        assert!(closed_by_server(tcp));
+    }
+    assert_eq!(events.all().len(), count);
+}
+
+#[test]
+fn close_from_inside_a_callback() {
+    let (_ca, config) = plain_config();
+    let holder: Arc<std::sync::Mutex<Weak<Server>>> = Arc::default();
+    let holder_in_cb = holder.clone();
+    let server = TestServer::start_with(&config, |_| {}, move |event| {
+        if event.kind == NewConnection {
+            if let Some(server) = holder_in_cb.lock().unwrap().upgrade() {
+                server.close();
+            }
+        }
+    });
+    *holder.lock().unwrap() = Arc::downgrade(&server.server);
+    let mut tcp = server.tcp();
+    assert!(closed_by_server(&mut tcp));
+    server.events.wait_until("the callback ran", |e| e.iter().any(|e| e.kind == NewConnection));
+    assert!(!server.server.is_listening());
+}
+
+#[test]
+fn next_pending_connection_from_inside_the_pending_callback() {
+    let (ca, config) = plain_config();
+    let (tx, rx) = mpsc::channel::<Arc<Connection>>();
+    let tx = std::sync::Mutex::new(tx);
+    let holder: Arc<std::sync::Mutex<Weak<Server>>> = Arc::default();
+    let holder_in_cb = holder.clone();
+    let server = TestServer::start_with(&config, |_| {}, move |event| {
+        if event.kind == PendingConnectionAvailable {
+            let server = holder_in_cb.lock().unwrap().upgrade().unwrap();
+            let conn = server.next_pending_connection().expect("queued before the event");
+            assert!(Arc::ptr_eq(&conn, event.connection.unwrap()));
+            tx.lock().unwrap().send(conn).unwrap();
+        }
+    });
+    *holder.lock().unwrap() = Arc::downgrade(&server.server);
+    let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    let conn = rx.recv_timeout(SOON).unwrap();
+    client.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 5];
+    let mut got = 0;
+    while got < 5 {
+        got += conn.read(&mut buf[got..]).unwrap();
+    }
+    assert_eq!(&buf, b"hello");
+}
+
+#[test]
+fn certificates_rotate_while_listening() {
+    let ca = TestCa::new("ca");
+    let first = ca.server();
+    let second = ca.server();
+    let server = TestServer::start(&server_config(&first, PeerVerifyMode::VerifyNone, None));
+    let echo = spawn_echo(&server.server);
+    let mut old = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(old.conn.peer_certificates().unwrap()[0], first.cert_der);
+    server
+        .server
+        .set_config(&server_config(&second, PeerVerifyMode::VerifyNone, None))
+        .unwrap();
+    let new = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(new.conn.peer_certificates().unwrap()[0], second.cert_der);
+    // The connection accepted before the rotation goes on.
+    assert_eq!(echo_roundtrip(&mut old, b"still here"), b"still here");
+    old.conn.send_close_notify();
+    old.flush().unwrap();
+    drop(old);
+    echo.join().unwrap();
+}
+
+#[test]
+fn echo_one_mebibyte_in_both_directions_at_once() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    let echo = spawn_echo(&server.server);
+    let client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    let payload: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    // The client writes everything before reading anything back, so the
+    // server must keep reading while its writes block.
+    let (sock_r, sock_w) = (client.sock.try_clone().unwrap(), client.sock);
+    let conn = Arc::new(std::sync::Mutex::new(client.conn));
+    let writer = {
+        let (conn, payload) = (conn.clone(), payload.clone());
+        thread::spawn(move || {
+            let mut sock = sock_w;
+            for chunk in payload.chunks(16 * 1024) {
+                let mut c = conn.lock().unwrap();
+                c.writer().write_all(chunk).unwrap();
+                while c.wants_write() {
+                    let mut out = Vec::new();
+                    c.write_tls(&mut out).unwrap();
+                    drop(c);
+                    sock.write_all(&out).unwrap();
+                    c = conn.lock().unwrap();
+                }
+            }
+        })
+    };
+    let mut received = Vec::with_capacity(payload.len());
+    let mut sock = sock_r;
+    let mut buf = vec![0u8; 64 * 1024];
+    while received.len() < payload.len() {
+        let n = sock.read(&mut buf).unwrap();
+        assert!(n > 0, "server closed early");
+        let mut c = conn.lock().unwrap();
+        let mut incoming = &buf[..n];
+        while !incoming.is_empty() {
+            c.read_tls(&mut incoming).unwrap();
+            c.process_new_packets().unwrap();
+            let _ = c.reader().read_to_end(&mut received);
+        }
+    }
+    writer.join().unwrap();
+    assert!(received == payload, "echoed bytes differ");
+    let mut c = conn.lock().unwrap();
+    c.send_close_notify();
+    let mut out = Vec::new();
+    c.write_tls(&mut out).unwrap();
+    sock.write_all(&out).unwrap();
+    drop(c);
+    echo.join().unwrap();
+}
+
+#[test]
+fn wait_for_new_connection_reports_what_it_saw() {
+    let (ca, config) = plain_config();
+    let idle = Server::new();
+    assert_eq!(idle.wait_for_new_connection(Some(Duration::from_millis(10))), WaitOutcome::NotListening);
+    let server = TestServer::start(&config);
+    assert_eq!(
+        server.server.wait_for_new_connection(Some(Duration::from_millis(50))),
+        WaitOutcome::TimedOut
+    );
+    let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(server.server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    assert!(server.server.has_pending_connections());
+    assert!(server.server.next_pending_connection().is_some());
+    assert!(server.server.next_pending_connection().is_none());
+}
+
+#[test]
+fn close_wakes_a_thread_blocked_in_wait_for_new_connection() {
+    let (_ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    let waiter = {
+        let server = server.server.clone();
+        thread::spawn(move || server.wait_for_new_connection(None))
+    };
+    thread::sleep(Duration::from_millis(100));
+    server.server.close();
+    assert_eq!(waiter.join().unwrap(), WaitOutcome::NotListening);
+}
+
+#[test]
+fn abort_and_release_wake_a_blocked_read() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(server.server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    let conn = server.server.next_pending_connection().unwrap();
+    let reader = {
+        let conn = conn.clone();
+        thread::spawn(move || conn.read(&mut [0u8; 16]))
+    };
+    thread::sleep(Duration::from_millis(100));
+    conn.release();
+    let err = reader.join().unwrap().expect_err("the read must fail");
+    assert_eq!(err.kind(), ErrorKind::Closed);
+}
+
+#[test]
+fn peer_close_is_seen_without_polling() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(server.server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    let conn = server.server.next_pending_connection().unwrap();
+    client.write_all(b"last words").unwrap();
+    client.conn.send_close_notify();
+    client.flush().unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        let n = conn.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"last words");
+    assert_eq!(conn.state(), sslserver::SocketState::Unconnected);
+    assert_eq!(conn.error().0, SocketError::RemoteHostClosed);
+}
+
+#[test]
+fn truncation_without_close_notify_is_an_error_not_eof() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    let client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(server.server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    let conn = server.server.next_pending_connection().unwrap();
+    drop(client);
+    let err = conn.read(&mut [0u8; 16]).expect_err("TCP close without close_notify");
+    assert_eq!(err.kind(), ErrorKind::Closed);
+}
+
+#[test]
+fn session_information_is_available() {
+    let ca = TestCa::new("ca");
+    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    config.set_alpn_protocols(&[b"h2".to_vec(), b"http/1.1".to_vec()]).unwrap();
+    config.set_protocol(Protocol::TlsV1_2).unwrap();
+    let server = TestServer::start(&config);
+    let client = connect(server.port, client_config(&ca.identity.cert_der, None, &["http/1.1"])).unwrap();
+    assert_eq!(client.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(server.server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    let conn = server.server.next_pending_connection().unwrap();
+    let info = conn.session().unwrap();
+    assert_eq!(info.protocol, Protocol::TlsV1_2);
+    assert!(info.cipher.starts_with("TLS_ECDHE_"), "{}", info.cipher);
+    assert_eq!(info.alpn_protocol.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(info.server_name.as_deref(), Some("localhost"));
+    assert_eq!(conn.local_addr().port(), server.port);
+}
+
+#[test]
+fn tls13_cipher_names_are_iana_names() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(server.server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    let conn = server.server.next_pending_connection().unwrap();
+    let info = conn.session().unwrap();
+    assert_eq!(info.protocol, Protocol::TlsV1_3);
+    assert!(
+        ["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"]
+            .contains(&info.cipher.as_str()),
+        "{}",
+        info.cipher
+    );
+}
+
+#[test]
+fn pause_and_resume_accepting() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    server.server.pause_accepting();
+    // The accept thread may be blocked in poll; a connection wakes it, and
+    // it must then decline to accept.
+    let waiting = thread::spawn({
+        let cfg = client_config(&ca.identity.cert_der, None, &[]);
+        let port = server.port;
+        move || connect(port, cfg).map(|c| port_of(&c))
+    });
+    thread::sleep(Duration::from_millis(300));
+    assert!(server.events.all().is_empty(), "nothing accepted while paused");
+    server.server.resume_accepting();
+    let port = waiting.join().unwrap().unwrap();
+    server.events.kinds(port);
+}
+
+#[test]
+fn listen_errors_are_specific() {
+    let (_ca, config) = plain_config();
+    let server = Server::new();
+    assert_eq!(server.listen(Some("127.0.0.1"), 0).unwrap_err().kind(), ErrorKind::InvalidState);
+    server.set_config(&config).unwrap();
+    assert_eq!(server.listen(Some("not an address"), 0).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        server.listen(Some("192.0.2.1"), 0).unwrap_err().kind(),
+        ErrorKind::AddressNotAvailable
+    );
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let err = server.listen(Some("127.0.0.1"), port).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AddressInUse);
+    assert_eq!(server.server_error().0, SocketError::AddressInUse);
+    server.listen(Some("127.0.0.1"), 0).unwrap();
+    assert_eq!(server.listen(Some("127.0.0.1"), 0).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert!(server.socket_descriptor() >= 0);
+    server.close();
+    assert_eq!(server.socket_descriptor(), -1);
+    assert!(server.local_addr().is_none());
+}
+
+#[test]
+fn any_address_is_dual_stack() {
+    let (ca, config) = plain_config();
+    let server = Server::new();
+    server.set_config(&config).unwrap();
+    server.listen(None, 0).unwrap();
+    let port = server.local_addr().unwrap().port();
+    let cfg = client_config(&ca.identity.cert_der, None, &[]);
+    let _v4 = connect(port, cfg.clone()).unwrap();
+    assert_eq!(server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    let conn = server.next_pending_connection().unwrap();
+    assert_eq!(conn.peer_addr().ip().to_string(), "127.0.0.1", "IPv4 peers appear as IPv4");
+    // IPv6 clients too, where the host has IPv6 loopback.
+    if let Ok(v6) = connect_to(("::1", port), cfg) {
+        assert_eq!(server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+        let conn = server.next_pending_connection().unwrap();
+        assert_eq!(conn.peer_addr().ip().to_string(), "::1");
+        assert_eq!(conn.peer_addr().port(), port_of(&v6));
+    }
+}
+
+#[test]
+fn an_adopted_listener_serves_connections() {
+    let (ca, config) = plain_config();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = Server::new();
+    server.set_config(&config).unwrap();
+    server.adopt_listener(listener).unwrap();
+    assert_eq!(server.local_addr().unwrap().port(), port);
+    let _client = connect(port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+}
