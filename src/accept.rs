@@ -44,7 +44,9 @@ pub(crate) struct Acceptor {
 
 impl Acceptor {
     /// Watches `listener`; on failure gives it back untouched.
-    pub(crate) fn new(listener: TcpListener) -> std::result::Result<(Acceptor, Waker), (Error, TcpListener)> {
+    pub(crate) fn new(
+        listener: TcpListener,
+    ) -> std::result::Result<(Acceptor, Waker), (Error, TcpListener)> {
         let setup = || -> io::Result<(Poll, mio::Waker)> {
             let poll = Poll::new()?;
             poll.registry().register(

@@ -81,7 +81,8 @@ impl TlsConfig {
 
     pub fn set_certificate_chain_file(&mut self, path: &str) -> Result<()> {
         let pem = read_file(path)?;
-        self.set_certificate_chain_pem(&pem).map_err(|e| e.context(path))
+        self.set_certificate_chain_pem(&pem)
+            .map_err(|e| e.context(path))
     }
 
     /// Sets the private key from PEM: PKCS#8, PKCS#1 (RSA), SEC1 (EC), or

@@ -121,7 +121,10 @@ impl Io {
     fn end_if_closed(&mut self) {
         if self.peer_closed && self.plaintext == 0 && self.input == Input::Open {
             self.input = Input::CloseNotify;
-            self.fail(SocketError::RemoteHostClosed, "the remote host closed the connection");
+            self.fail(
+                SocketError::RemoteHostClosed,
+                "the remote host closed the connection",
+            );
         }
     }
 
@@ -277,7 +280,7 @@ impl Connection {
     }
 
     /// Takes over the completed handshake.
-    pub(crate) fn install(&self, tls: ServerConnection) {
+    pub(crate) fn install(&self, mut tls: ServerConnection) {
         let info = SessionInfo {
             protocol: match tls.protocol_version() {
                 Some(rustls::ProtocolVersion::TLSv1_3) => Protocol::TlsV1_3,
@@ -301,7 +304,22 @@ impl Connection {
         // The handshake deadline no longer applies.
         let _ = self.stream.set_read_timeout(None);
         let _ = self.stream.set_write_timeout(None);
-        self.io.lock().tls = Some(tls);
+        // The client's first data may have come with its Finished, and been
+        // decrypted by the handshake already.
+        let state = tls.process_new_packets();
+        let mut io = self.io.lock();
+        match state {
+            Ok(state) => {
+                io.plaintext = state.plaintext_bytes_to_read();
+                io.peer_closed = state.peer_has_closed();
+            }
+            Err(e) => {
+                io.input = Input::Failed;
+                io.fail(SocketError::SslInternal, format!("TLS error: {e}"));
+            }
+        }
+        io.tls = Some(tls);
+        io.end_if_closed();
     }
 
     /// Decrypted bytes ready to read without blocking.
@@ -484,7 +502,10 @@ impl Connection {
         if io.input != Input::Open {
             return;
         }
-        let tls = io.tls.as_mut().expect("the reader runs after the handshake");
+        let tls = io
+            .tls
+            .as_mut()
+            .expect("the reader runs after the handshake");
         match tls.read_tls(&mut &self.stream) {
             Ok(0) => return self.end_of_input(io),
             Ok(_) => {}
@@ -514,7 +535,10 @@ impl Connection {
         } else {
             Input::Eof
         };
-        io.fail(SocketError::RemoteHostClosed, "the remote host closed the connection");
+        io.fail(
+            SocketError::RemoteHostClosed,
+            "the remote host closed the connection",
+        );
     }
 
     fn input_failed(&self, io: &mut Io, err: &io::Error) {
@@ -527,7 +551,10 @@ impl Connection {
         );
         if reset {
             io.input = Input::Reset;
-            io.fail(SocketError::RemoteHostClosed, format!("the peer reset the connection ({})", os_reason(err)));
+            io.fail(
+                SocketError::RemoteHostClosed,
+                format!("the peer reset the connection ({})", os_reason(err)),
+            );
         } else {
             io.input = Input::Failed;
             io.fail(SocketError::Network, os_reason(err));
@@ -562,7 +589,9 @@ impl Connection {
             let (error, kind) = match e.kind() {
                 io::ErrorKind::BrokenPipe
                 | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted => (SocketError::RemoteHostClosed, ErrorKind::Closed),
+                | io::ErrorKind::ConnectionAborted => {
+                    (SocketError::RemoteHostClosed, ErrorKind::Closed)
+                }
                 _ => (SocketError::Network, ErrorKind::Io),
             };
             let text = os_reason(&e);
@@ -592,7 +621,10 @@ fn take_plaintext(io: &mut Io, buf: &mut [u8]) -> usize {
 
 /// `TLS13_AES_128_GCM_SHA256` (rustls) -> `TLS_AES_128_GCM_SHA256` (IANA).
 fn iana_cipher_name(suite: rustls::CipherSuite) -> String {
-    let name = suite.as_str().map(str::to_string).unwrap_or_else(|| format!("{suite:?}"));
+    let name = suite
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{suite:?}"));
     match name.strip_prefix("TLS13_") {
         Some(rest) => format!("TLS_{rest}"),
         None => name,

@@ -119,8 +119,7 @@ fn drive(
     let config = tls
         .for_connection(connection, events)
         .map_err(|e| Failure::Internal(e.to_string()))?;
-    let mut server =
-        ServerConnection::new(config).map_err(|e| Failure::Internal(e.to_string()))?;
+    let mut server = ServerConnection::new(config).map_err(|e| Failure::Internal(e.to_string()))?;
     while server.is_handshaking() {
         send_pending(connection, &mut server, deadline)?;
         read_some(connection, &mut server, deadline)?;
@@ -306,9 +305,7 @@ fn reject(
         return linger_close(connection);
     }
     // Only what rustls queued (the alert), never a close_notify.
-    let _ = connection
-        .stream()
-        .set_write_timeout(Some(ALERT_LINGER));
+    let _ = connection.stream().set_write_timeout(Some(ALERT_LINGER));
     let _ = std::io::Write::write_all(&mut connection.stream(), alert);
     let alert_type = sent_alert(alert).unwrap_or_else(|| alert_for(err));
     events.emit(EventKind::AlertSent, || {

@@ -7,8 +7,8 @@
 //! and joins every thread it started, so no callback runs after it returns.
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -164,7 +164,10 @@ impl Server {
     /// Adopts a socket that is already listening (socket activation, a
     /// parent's descriptor). The server owns it from now on; on failure it
     /// is handed back untouched.
-    pub fn adopt_listener(&self, listener: TcpListener) -> std::result::Result<(), (Error, TcpListener)> {
+    pub fn adopt_listener(
+        &self,
+        listener: TcpListener,
+    ) -> std::result::Result<(), (Error, TcpListener)> {
         let result = match self.check_can_listen() {
             Ok(()) => self.start(listener),
             Err(error) => Err((error, listener)),
@@ -307,7 +310,9 @@ impl Drop for Server {
 
 fn positive(n: i32, what: &str) -> Result<()> {
     if n < 1 {
-        return Err(Error::invalid_argument(format!("{what} must be at least 1")));
+        return Err(Error::invalid_argument(format!(
+            "{what} must be at least 1"
+        )));
     }
     Ok(())
 }
@@ -320,7 +325,11 @@ fn bind(address: Option<&str>, port: u16, backlog: i32) -> Result<TcpListener> {
         let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
         return match bind_one(any6, backlog, true) {
             Err(e) if e.kind() == ErrorKind::AddressNotAvailable || e.kind() == ErrorKind::Io => {
-                bind_one(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port), backlog, false)
+                bind_one(
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+                    backlog,
+                    false,
+                )
             }
             other => other,
         };
@@ -341,7 +350,8 @@ fn bind_one(addr: SocketAddr, backlog: i32, dual_stack: bool) -> Result<TcpListe
         };
         Error::new(kind, format!("cannot listen on {addr}: {}", os_reason(&e)))
     };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(listen_error)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(listen_error)?;
     if dual_stack {
         socket.set_only_v6(false).map_err(listen_error)?;
     }
@@ -384,7 +394,10 @@ impl Session {
         let local = match listener.local_addr() {
             Ok(local) => local,
             Err(e) => {
-                let error = Error::new(ErrorKind::Io, format!("not a bound socket: {}", os_reason(&e)));
+                let error = Error::new(
+                    ErrorKind::Io,
+                    format!("not a bound socket: {}", os_reason(&e)),
+                );
                 return Err((error, listener));
             }
         };
@@ -425,7 +438,10 @@ impl Session {
             Err(e) => {
                 session.closing.store(true, Ordering::Release);
                 let acceptor = slot.lock().take().expect("the thread never started");
-                let error = Error::new(ErrorKind::Io, format!("cannot start the accept thread: {e}"));
+                let error = Error::new(
+                    ErrorKind::Io,
+                    format!("cannot start the accept thread: {e}"),
+                );
                 Err((error, acceptor.into_listener()))
             }
         }
@@ -452,8 +468,10 @@ impl Session {
             if self.is_closing() {
                 return false;
             }
-            let queue_full = state.queue.len() >= self.common.max_pending.load(Ordering::Relaxed) as usize;
-            let busy = state.handshakes.len() >= self.common.max_handshakes.load(Ordering::Relaxed) as usize;
+            let queue_full =
+                state.queue.len() >= self.common.max_pending.load(Ordering::Relaxed) as usize;
+            let busy = state.handshakes.len()
+                >= self.common.max_handshakes.load(Ordering::Relaxed) as usize;
             if !queue_full && !busy && !self.common.paused.load(Ordering::Acquire) {
                 return true;
             }
@@ -474,7 +492,11 @@ impl Session {
     }
 
     /// Starts the thread of a freshly accepted connection.
-    pub(crate) fn start_connection(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) -> Result<()> {
+    pub(crate) fn start_connection(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Result<()> {
         // Records go out whole per write call, so Nagle only adds latency.
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(self.local);
@@ -494,7 +516,8 @@ impl Session {
             .spawn(move || {
                 // A bug in one connection must not leak its handshake slot
                 // or leave its client hanging.
-                let served = catch_unwind(AssertUnwindSafe(|| session.serve(id, for_thread.clone())));
+                let served =
+                    catch_unwind(AssertUnwindSafe(|| session.serve(id, for_thread.clone())));
                 if served.is_err() {
                     for_thread.abort();
                     session.forget(id);

@@ -6,7 +6,10 @@
 use std::sync::Arc;
 
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions};
+use rustls::server::{
+    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
+    StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
@@ -39,8 +42,12 @@ impl ServerTls {
                 Error::private_key("the configuration has no private key")
             }
         })?;
-        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
-            .map_err(|e| Error::new(crate::ErrorKind::Tls, format!("cannot create a session ticketer: {e}")))?;
+        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {
+            Error::new(
+                crate::ErrorKind::Tls,
+                format!("cannot create a session ticketer: {e}"),
+            )
+        })?;
         let mut tls = ServerTls {
             certificate: Arc::new(OneCertificate(certified_key)),
             versions: protocol_versions(config.protocol())?,
@@ -79,7 +86,12 @@ impl ServerTls {
     fn build(&self, verifier: Option<Arc<dyn ClientCertVerifier>>) -> Result<ServerConfig> {
         let builder = ServerConfig::builder_with_provider(crypto_provider().clone())
             .with_protocol_versions(self.versions)
-            .map_err(|e| Error::new(crate::ErrorKind::Tls, format!("unusable protocol versions: {e}")))?;
+            .map_err(|e| {
+                Error::new(
+                    crate::ErrorKind::Tls,
+                    format!("unusable protocol versions: {e}"),
+                )
+            })?;
         let builder = match verifier {
             Some(verifier) => builder.with_client_cert_verifier(verifier),
             None => builder.with_no_client_auth(),

@@ -52,11 +52,13 @@ impl ClientAuthPolicy {
         let trust = if roots.is_empty() {
             None
         } else {
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider().clone())
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|e| Error::certificate(format!("cannot use the CA certificates: {e}")))?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                crypto_provider().clone(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| Error::certificate(format!("cannot use the CA certificates: {e}")))?;
             Some(verifier)
         };
         Ok(Some(Arc::new(ClientAuthPolicy {
@@ -109,9 +111,9 @@ impl ClientAuthPolicy {
                 errors.push(SslError::new(code, leaf.clone()));
             }
         }
-        let cause = verdict.err().unwrap_or(rustls::Error::InvalidCertificate(
-            CertificateError::Expired,
-        ));
+        let cause = verdict
+            .err()
+            .unwrap_or(rustls::Error::InvalidCertificate(CertificateError::Expired));
         (errors, cause)
     }
 }

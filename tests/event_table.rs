@@ -12,12 +12,20 @@ use sslserver::{AlertLevel, AlertType, EventKind::*, PeerVerifyMode, SocketError
 #[test]
 fn success_without_client_certificate() {
     let ca = TestCa::new("ca");
-    let server = TestServer::start(&server_config(&ca.server(), PeerVerifyMode::AutoVerifyPeer, None));
+    let server = TestServer::start(&server_config(
+        &ca.server(),
+        PeerVerifyMode::AutoVerifyPeer,
+        None,
+    ));
     let client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
     let port = port_of(&client);
     assert_eq!(
         server.events.kinds(port),
-        [NewConnection, StartedEncryptionHandshake, PendingConnectionAvailable]
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PendingConnectionAvailable
+        ]
     );
     let conn = server.server.next_pending_connection().expect("queued");
     assert!(conn.is_encrypted());
@@ -28,21 +36,41 @@ fn success_without_client_certificate() {
 #[test]
 fn query_peer_reports_an_untrusted_self_signed_certificate_and_accepts_it() {
     let ca = TestCa::new("ca");
-    let server = TestServer::start(&server_config(&ca.server(), PeerVerifyMode::AutoVerifyPeer, None));
+    let server = TestServer::start(&server_config(
+        &ca.server(),
+        PeerVerifyMode::AutoVerifyPeer,
+        None,
+    ));
     let me = self_signed("me");
-    let mut client = connect(server.port, client_config(&ca.identity.cert_der, Some(&me), &[])).unwrap();
+    let mut client = connect(
+        server.port,
+        client_config(&ca.identity.cert_der, Some(&me), &[]),
+    )
+    .unwrap();
     let port = port_of(&client);
     let events = server.events.finished(port);
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
-        [NewConnection, StartedEncryptionHandshake, PeerVerifyError, SslErrors, PendingConnectionAvailable]
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PeerVerifyError,
+            SslErrors,
+            PendingConnectionAvailable
+        ]
     );
     assert_eq!(events[2].ssl_errors, [SslErrorCode::SelfSignedCertificate]);
     assert_eq!(events[3].ssl_errors, [SslErrorCode::SelfSignedCertificate]);
     let conn = server.server.next_pending_connection().unwrap();
-    assert_eq!(conn.peer_certificate_chain(), [me.cert_der.clone()]);
-    assert_eq!(conn.ssl_handshake_errors(), [SslErrorCode::SelfSignedCertificate]);
+    assert_eq!(
+        conn.peer_certificate_chain(),
+        std::slice::from_ref(&me.cert_der)
+    );
+    assert_eq!(
+        conn.ssl_handshake_errors(),
+        [SslErrorCode::SelfSignedCertificate]
+    );
     // The connection works.
     client.write_all(b"ping").unwrap();
     let mut buf = [0u8; 4];
@@ -54,21 +82,44 @@ fn query_peer_reports_an_untrusted_self_signed_certificate_and_accepts_it() {
 fn verify_peer_rejects_an_untrusted_certificate() {
     let ca = TestCa::new("ca");
     let other_ca = TestCa::new("other");
-    let server = TestServer::start(&server_config(&ca.server(), PeerVerifyMode::VerifyPeer, Some(&ca)));
+    let server = TestServer::start(&server_config(
+        &ca.server(),
+        PeerVerifyMode::VerifyPeer,
+        Some(&ca),
+    ));
     let stranger = other_ca.client("stranger");
-    let mut client = connect(server.port, client_config(&ca.identity.cert_der, Some(&stranger), &[])).unwrap();
+    let mut client = connect(
+        server.port,
+        client_config(&ca.identity.cert_der, Some(&stranger), &[]),
+    )
+    .unwrap();
     let port = port_of(&client);
     let mut buf = [0u8; 1];
-    let err = client.read(&mut buf).expect_err("the server refuses the handshake");
+    let err = client
+        .read(&mut buf)
+        .expect_err("the server refuses the handshake");
     assert!(err.to_string().contains("UnknownCA"), "client saw: {err}");
     let events = server.events.finished(port);
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
-        [NewConnection, StartedEncryptionHandshake, PeerVerifyError, SslErrors, AlertSent, ErrorOccurred]
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PeerVerifyError,
+            SslErrors,
+            AlertSent,
+            ErrorOccurred
+        ]
     );
-    assert_eq!(events[2].ssl_errors, [SslErrorCode::UnableToGetLocalIssuerCertificate]);
-    assert_eq!(events[4].alert, Some((AlertLevel::Fatal, AlertType::UnknownCa)));
+    assert_eq!(
+        events[2].ssl_errors,
+        [SslErrorCode::UnableToGetLocalIssuerCertificate]
+    );
+    assert_eq!(
+        events[4].alert,
+        Some((AlertLevel::Fatal, AlertType::UnknownCa))
+    );
     assert_eq!(events[5].socket_error, SocketError::SslHandshakeFailed);
     assert!(!server.server.has_pending_connections());
 }
@@ -76,7 +127,11 @@ fn verify_peer_rejects_an_untrusted_certificate() {
 #[test]
 fn verify_peer_rejects_a_missing_certificate() {
     let ca = TestCa::new("ca");
-    let server = TestServer::start(&server_config(&ca.server(), PeerVerifyMode::VerifyPeer, Some(&ca)));
+    let server = TestServer::start(&server_config(
+        &ca.server(),
+        PeerVerifyMode::VerifyPeer,
+        Some(&ca),
+    ));
     let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
     let port = port_of(&client);
     let mut buf = [0u8; 1];
@@ -85,22 +140,44 @@ fn verify_peer_rejects_a_missing_certificate() {
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
-        [NewConnection, StartedEncryptionHandshake, PeerVerifyError, SslErrors, AlertSent, ErrorOccurred]
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PeerVerifyError,
+            SslErrors,
+            AlertSent,
+            ErrorOccurred
+        ]
     );
     assert_eq!(events[2].ssl_errors, [SslErrorCode::NoPeerCertificate]);
-    assert_eq!(events[4].alert, Some((AlertLevel::Fatal, AlertType::CertificateRequired)));
+    assert_eq!(
+        events[4].alert,
+        Some((AlertLevel::Fatal, AlertType::CertificateRequired))
+    );
 }
 
 #[test]
 fn verify_peer_accepts_a_trusted_certificate() {
     let ca = TestCa::new("ca");
-    let server = TestServer::start(&server_config(&ca.server(), PeerVerifyMode::VerifyPeer, Some(&ca)));
+    let server = TestServer::start(&server_config(
+        &ca.server(),
+        PeerVerifyMode::VerifyPeer,
+        Some(&ca),
+    ));
     let alice = ca.client("alice");
-    let client = connect(server.port, client_config(&ca.identity.cert_der, Some(&alice), &[])).unwrap();
+    let client = connect(
+        server.port,
+        client_config(&ca.identity.cert_der, Some(&alice), &[]),
+    )
+    .unwrap();
     let port = port_of(&client);
     assert_eq!(
         server.events.kinds(port),
-        [NewConnection, StartedEncryptionHandshake, PendingConnectionAvailable]
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PendingConnectionAvailable
+        ]
     );
     let conn = server.server.next_pending_connection().unwrap();
     assert_eq!(conn.peer_certificate_chain()[0], alice.cert_der);
@@ -111,19 +188,33 @@ fn verify_peer_accepts_a_trusted_certificate() {
 fn verify_peer_errors_ignored_in_the_ssl_errors_callback() {
     let ca = TestCa::new("ca");
     let config = server_config(&ca.server(), PeerVerifyMode::VerifyPeer, Some(&ca));
-    let server = TestServer::start_with(&config, |_| {}, |event| {
-        if event.kind == SslErrors {
-            event.connection.unwrap().ignore_ssl_errors();
-        }
-    });
+    let server = TestServer::start_with(
+        &config,
+        |_| {},
+        |event| {
+            if event.kind == SslErrors {
+                event.connection.unwrap().ignore_ssl_errors();
+            }
+        },
+    );
     let expired = ca.expired_client("old");
-    let client = connect(server.port, client_config(&ca.identity.cert_der, Some(&expired), &[])).unwrap();
+    let client = connect(
+        server.port,
+        client_config(&ca.identity.cert_der, Some(&expired), &[]),
+    )
+    .unwrap();
     let port = port_of(&client);
     let events = server.events.finished(port);
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
-        [NewConnection, StartedEncryptionHandshake, PeerVerifyError, SslErrors, PendingConnectionAvailable]
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PeerVerifyError,
+            SslErrors,
+            PendingConnectionAvailable
+        ]
     );
     assert_eq!(events[3].ssl_errors, [SslErrorCode::CertificateExpired]);
 }
@@ -135,13 +226,23 @@ fn interrupt_on_error_not_continued_fails() {
     config.set_handshake_must_interrupt_on_error(true);
     let server = TestServer::start(&config);
     let me = self_signed("me");
-    let client = connect(server.port, client_config(&ca.identity.cert_der, Some(&me), &[])).unwrap();
+    let client = connect(
+        server.port,
+        client_config(&ca.identity.cert_der, Some(&me), &[]),
+    )
+    .unwrap();
     let port = port_of(&client);
     let events = server.events.finished(port);
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
-        [NewConnection, StartedEncryptionHandshake, HandshakeInterruptedOnError, AlertSent, ErrorOccurred]
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            HandshakeInterruptedOnError,
+            AlertSent,
+            ErrorOccurred
+        ]
     );
     assert_eq!(events[2].ssl_errors, [SslErrorCode::SelfSignedCertificate]);
     assert_eq!(events[3].alert.unwrap().0, AlertLevel::Fatal);
@@ -153,46 +254,90 @@ fn interrupt_on_error_continued_then_ignored_succeeds() {
     let ca = TestCa::new("ca");
     let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyPeer, Some(&ca));
     config.set_handshake_must_interrupt_on_error(true);
-    let server = TestServer::start_with(&config, |_| {}, |event| match event.kind {
-        HandshakeInterruptedOnError => event.connection.unwrap().continue_interrupted_handshake(),
-        SslErrors => event.connection.unwrap().ignore_ssl_errors(),
-        _ => {}
-    });
+    let server = TestServer::start_with(
+        &config,
+        |_| {},
+        |event| match event.kind {
+            HandshakeInterruptedOnError => {
+                event.connection.unwrap().continue_interrupted_handshake()
+            }
+            SslErrors => event.connection.unwrap().ignore_ssl_errors(),
+            _ => {}
+        },
+    );
     let me = self_signed("me");
-    let client = connect(server.port, client_config(&ca.identity.cert_der, Some(&me), &[])).unwrap();
+    let client = connect(
+        server.port,
+        client_config(&ca.identity.cert_der, Some(&me), &[]),
+    )
+    .unwrap();
     let port = port_of(&client);
     assert_eq!(
         server.events.kinds(port),
-        [NewConnection, StartedEncryptionHandshake, HandshakeInterruptedOnError, SslErrors, PendingConnectionAvailable]
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            HandshakeInterruptedOnError,
+            SslErrors,
+            PendingConnectionAvailable
+        ]
     );
 }
 
 #[test]
 fn client_rejecting_the_server_certificate() {
     let ca = TestCa::new("ca");
-    let server = TestServer::start(&server_config(&ca.server(), PeerVerifyMode::VerifyNone, None));
+    let server = TestServer::start(&server_config(
+        &ca.server(),
+        PeerVerifyMode::VerifyNone,
+        None,
+    ));
     let unrelated = TestCa::new("unrelated");
-    let result = connect(server.port, client_config(&unrelated.identity.cert_der, None, &[]));
+    let result = connect(
+        server.port,
+        client_config(&unrelated.identity.cert_der, None, &[]),
+    );
     assert!(result.is_err(), "the client must refuse the certificate");
     // The refused client's connection is the last one with a full story.
     let events = server.events.wait_until("the alert", |events| {
         events.iter().any(|e| e.kind == AlertReceived)
     });
-    let port = events.iter().find(|e| e.kind == AlertReceived).unwrap().peer_port.unwrap();
+    let port = events
+        .iter()
+        .find(|e| e.kind == AlertReceived)
+        .unwrap()
+        .peer_port
+        .unwrap();
     let events = server.events.finished(port);
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [NewConnection, StartedEncryptionHandshake, AlertReceived, ErrorOccurred]);
-    assert_eq!(events[2].alert, Some((AlertLevel::Fatal, AlertType::UnknownCa)));
+    assert_eq!(
+        kinds,
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            AlertReceived,
+            ErrorOccurred
+        ]
+    );
+    assert_eq!(
+        events[2].alert,
+        Some((AlertLevel::Fatal, AlertType::UnknownCa))
+    );
     assert_eq!(events[3].socket_error, SocketError::SslHandshakeFailed);
 }
 
 #[test]
 fn plaintext_client_is_dropped_at_once() {
     let ca = TestCa::new("ca");
-    let server = TestServer::start(&server_config(&ca.server(), PeerVerifyMode::VerifyNone, None));
+    let server = TestServer::start(&server_config(
+        &ca.server(),
+        PeerVerifyMode::VerifyNone,
+        None,
+    ));
     let mut tcp = server.tcp();
     let port = tcp.local_addr().unwrap().port();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
     assert!(closed_by_server(&mut tcp));
     let events = server.events.finished(port);
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
@@ -203,22 +348,43 @@ fn plaintext_client_is_dropped_at_once() {
 #[test]
 fn malformed_client_hello_gets_a_fatal_alert() {
     let ca = TestCa::new("ca");
-    let server = TestServer::start(&server_config(&ca.server(), PeerVerifyMode::VerifyNone, None));
+    let server = TestServer::start(&server_config(
+        &ca.server(),
+        PeerVerifyMode::VerifyNone,
+        None,
+    ));
     let mut tcp = server.tcp();
     let port = tcp.local_addr().unwrap().port();
     // A handshake record holding a ClientHello whose body is garbage.
-    tcp.write_all(&[0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0x00, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef])
-        .unwrap();
+    tcp.write_all(&[
+        0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0x00, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef,
+    ])
+    .unwrap();
     let mut reply = Vec::new();
     tcp.set_read_timeout(Some(SOON)).unwrap();
     let _ = tcp.read_to_end(&mut reply);
-    assert_eq!(reply.first(), Some(&0x15), "the client receives an alert record: {reply:?}");
+    assert_eq!(
+        reply.first(),
+        Some(&0x15),
+        "the client receives an alert record: {reply:?}"
+    );
     let events = server.events.finished(port);
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [NewConnection, StartedEncryptionHandshake, AlertSent, ErrorOccurred]);
+    assert_eq!(
+        kinds,
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            AlertSent,
+            ErrorOccurred
+        ]
+    );
     let (level, alert) = events[2].alert.unwrap();
     assert_eq!(level, AlertLevel::Fatal);
-    assert_eq!(reply[6], alert as u8, "the event names the alert that was sent");
+    assert_eq!(
+        reply[6], alert as u8,
+        "the event names the alert that was sent"
+    );
     assert_eq!(events[3].socket_error, SocketError::SslHandshakeFailed);
 }
 
@@ -232,7 +398,10 @@ fn silent_client_times_out_exactly_once_at_the_deadline() {
     let port = tcp.local_addr().unwrap().port();
     assert!(closed_by_server(&mut tcp));
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(300), "cut before the deadline: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "cut before the deadline: {waited:?}"
+    );
     let events = server.events.finished(port);
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [NewConnection, ErrorOccurred]);
@@ -242,7 +411,11 @@ fn silent_client_times_out_exactly_once_at_the_deadline() {
 #[test]
 fn client_closing_mid_handshake_is_remote_host_closed() {
     let ca = TestCa::new("ca");
-    let server = TestServer::start(&server_config(&ca.server(), PeerVerifyMode::VerifyNone, None));
+    let server = TestServer::start(&server_config(
+        &ca.server(),
+        PeerVerifyMode::VerifyNone,
+        None,
+    ));
     let mut tcp = server.tcp();
     let port = tcp.local_addr().unwrap().port();
     let hello = client_hello();
@@ -250,6 +423,9 @@ fn client_closing_mid_handshake_is_remote_host_closed() {
     drop(tcp);
     let events = server.events.finished(port);
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [NewConnection, StartedEncryptionHandshake, ErrorOccurred]);
+    assert_eq!(
+        kinds,
+        [NewConnection, StartedEncryptionHandshake, ErrorOccurred]
+    );
     assert_eq!(events[2].socket_error, SocketError::RemoteHostClosed);
 }

@@ -26,7 +26,8 @@ fn drip_fed_client_hello_is_cut_at_the_deadline_not_later() {
     // Qt restarts its timer on the first byte, so a client that waits 0.9 T
     // and then drips gets about 1.9 T. Here the deadline is one: T from accept.
     let (_ca, config) = plain_config();
-    let server = TestServer::start_with(&config, |s| s.set_handshake_timeout(1000).unwrap(), |_| {});
+    let server =
+        TestServer::start_with(&config, |s| s.set_handshake_timeout(1000).unwrap(), |_| {});
     let connected = Instant::now();
     let mut tcp = server.tcp();
     let port = tcp.local_addr().unwrap().port();
@@ -48,21 +49,37 @@ fn drip_fed_client_hello_is_cut_at_the_deadline_not_later() {
     let cut_at = cut_at.expect("the server cut the drip-feeding client");
     let events = server.events.finished(port);
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [NewConnection, StartedEncryptionHandshake, ErrorOccurred]);
+    assert_eq!(
+        kinds,
+        [NewConnection, StartedEncryptionHandshake, ErrorOccurred]
+    );
     assert_eq!(events[2].socket_error, SocketError::SocketTimeout);
-    assert!(cut_at >= Duration::from_millis(1000), "cut early: {cut_at:?}");
-    assert!(cut_at < Duration::from_millis(1700), "cut late (timer restarted?): {cut_at:?}");
+    assert!(
+        cut_at >= Duration::from_millis(1000),
+        "cut early: {cut_at:?}"
+    );
+    assert!(
+        cut_at < Duration::from_millis(1700),
+        "cut late (timer restarted?): {cut_at:?}"
+    );
 }
 
 #[test]
 fn full_queue_stops_accepting_and_resumes_when_a_slot_frees() {
     let (ca, config) = plain_config();
-    let server = TestServer::start_with(&config, |s| s.set_max_pending_connections(2).unwrap(), |_| {});
+    let server = TestServer::start_with(
+        &config,
+        |s| s.set_max_pending_connections(2).unwrap(),
+        |_| {},
+    );
     let client_cfg = client_config(&ca.identity.cert_der, None, &[]);
     let _a = connect(server.port, client_cfg.clone()).unwrap();
     let _b = connect(server.port, client_cfg.clone()).unwrap();
     server.events.wait_until("two queued", |e| {
-        e.iter().filter(|e| e.kind == PendingConnectionAvailable).count() == 2
+        e.iter()
+            .filter(|e| e.kind == PendingConnectionAvailable)
+            .count()
+            == 2
     });
     // The third client connects (kernel backlog) but is not accepted.
     let third = thread::spawn({
@@ -71,14 +88,23 @@ fn full_queue_stops_accepting_and_resumes_when_a_slot_frees() {
         move || connect(port, cfg).map(|c| port_of(&c))
     });
     thread::sleep(Duration::from_millis(300));
-    let accepted = server.events.all().iter().filter(|e| e.kind == NewConnection).count();
+    let accepted = server
+        .events
+        .all()
+        .iter()
+        .filter(|e| e.kind == NewConnection)
+        .count();
     assert_eq!(accepted, 2, "nothing is accepted while the queue is full");
     // Taking one frees a slot: the third is accepted and handshaken.
     let first = server.server.next_pending_connection().unwrap();
     let third_port = third.join().unwrap().unwrap();
     assert_eq!(
         server.events.kinds(third_port),
-        [NewConnection, StartedEncryptionHandshake, PendingConnectionAvailable]
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PendingConnectionAvailable
+        ]
     );
     drop(first);
 }
@@ -86,15 +112,21 @@ fn full_queue_stops_accepting_and_resumes_when_a_slot_frees() {
 #[test]
 fn handshake_completing_while_the_queue_is_full_waits_for_a_slot() {
     let (ca, config) = plain_config();
-    let server = TestServer::start_with(&config, |s| s.set_max_pending_connections(1).unwrap(), |_| {});
+    let server = TestServer::start_with(
+        &config,
+        |s| s.set_max_pending_connections(1).unwrap(),
+        |_| {},
+    );
     let client_cfg = client_config(&ca.identity.cert_der, None, &[]);
     // A's handshake starts (its ClientHello is in) before the queue fills.
     let mut a_tcp = server.tcp();
     let a_port = a_tcp.local_addr().unwrap().port();
-    let mut a_tls = rustls::ClientConnection::new(client_cfg.clone(), "localhost".try_into().unwrap()).unwrap();
+    let mut a_tls =
+        rustls::ClientConnection::new(client_cfg.clone(), "localhost".try_into().unwrap()).unwrap();
     a_tls.write_tls(&mut a_tcp).unwrap();
     server.events.wait_until("A started", |e| {
-        e.iter().any(|e| e.peer_port == Some(a_port) && e.kind == StartedEncryptionHandshake)
+        e.iter()
+            .any(|e| e.peer_port == Some(a_port) && e.kind == StartedEncryptionHandshake)
     });
     let b = connect(server.port, client_cfg.clone()).unwrap();
     server.events.kinds(port_of(&b));
@@ -104,14 +136,22 @@ fn handshake_completing_while_the_queue_is_full_waits_for_a_slot() {
     }
     thread::sleep(Duration::from_millis(200));
     assert!(
-        !server.events.of(a_port).iter().any(|e| e.kind == PendingConnectionAvailable),
+        !server
+            .events
+            .of(a_port)
+            .iter()
+            .any(|e| e.kind == PendingConnectionAvailable),
         "A must wait for a slot"
     );
     let b_conn = server.server.next_pending_connection().unwrap();
     assert_eq!(b_conn.peer_addr().port(), port_of(&b));
     assert_eq!(
         server.events.kinds(a_port),
-        [NewConnection, StartedEncryptionHandshake, PendingConnectionAvailable]
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PendingConnectionAvailable
+        ]
     );
     let a_conn = server.server.next_pending_connection().unwrap();
     assert_eq!(a_conn.peer_addr().port(), a_port);
@@ -136,27 +176,44 @@ fn handshake_bound_holds_new_clients_in_the_backlog() {
     let good_port = port_of(&good);
     server.events.kinds(good_port);
     let events = server.events.all();
-    let first_timeout = events.iter().position(|e| e.socket_error == SocketError::SocketTimeout).unwrap();
+    let first_timeout = events
+        .iter()
+        .position(|e| e.socket_error == SocketError::SocketTimeout)
+        .unwrap();
     let good_accepted = events
         .iter()
         .position(|e| e.peer_port == Some(good_port) && e.kind == NewConnection)
         .unwrap();
-    assert!(good_accepted > first_timeout, "accepted only once a handshake slot freed");
+    assert!(
+        good_accepted > first_timeout,
+        "accepted only once a handshake slot freed"
+    );
 }
 
 #[test]
 fn silent_clients_do_not_starve_a_good_client() {
     let (ca, config) = plain_config();
-    let server = TestServer::start_with(&config, |s| s.set_handshake_timeout(30_000).unwrap(), |_| {});
+    let server = TestServer::start_with(
+        &config,
+        |s| s.set_handshake_timeout(30_000).unwrap(),
+        |_| {},
+    );
     let _silent: Vec<TcpStream> = (0..200).map(|_| server.tcp()).collect();
     let started = Instant::now();
     let good = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
     assert_eq!(
         server.events.kinds(port_of(&good)),
-        [NewConnection, StartedEncryptionHandshake, PendingConnectionAvailable]
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PendingConnectionAvailable
+        ]
     );
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(!server.events.all().iter().any(|e| e.kind == ErrorOccurred), "no silent client timed out yet");
+    assert!(
+        !server.events.all().iter().any(|e| e.kind == ErrorOccurred),
+        "no silent client timed out yet"
+    );
 }
 
 #[test]
@@ -166,7 +223,9 @@ fn close_aborts_handshakes_closes_the_queue_and_stops_events() {
     let mut silent: Vec<TcpStream> = (0..20).map(|_| server.tcp()).collect();
     let queued = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
     server.events.kinds(port_of(&queued));
-    server.events.wait_until("all accepted", |e| e.iter().filter(|e| e.kind == NewConnection).count() == 21);
+    server.events.wait_until("all accepted", |e| {
+        e.iter().filter(|e| e.kind == NewConnection).count() == 21
+    });
     server.server.close();
     let after_close = server.events.all().len();
     assert!(!server.server.is_listening());
@@ -176,7 +235,11 @@ fn close_aborts_handshakes_closes_the_queue_and_stops_events() {
     }
     let mut queued_tcp = queued.sock;
     assert!(closed_by_server(&mut queued_tcp));
-    assert_eq!(server.events.all().len(), after_close, "no event after close returns");
+    assert_eq!(
+        server.events.all().len(),
+        after_close,
+        "no event after close returns"
+    );
     // The server can listen again.
     server.server.listen(Some("127.0.0.1"), 0).unwrap();
     let port = server.server.local_addr().unwrap().port();
@@ -189,8 +252,14 @@ fn dropping_the_server_with_handshakes_in_flight_joins_everything() {
     let (_ca, config) = plain_config();
     let server = TestServer::start(&config);
     let mut silent: Vec<TcpStream> = (0..10).map(|_| server.tcp()).collect();
-    server.events.wait_until("all accepted", |e| e.iter().filter(|e| e.kind == NewConnection).count() == 10);
-    let TestServer { server: handle, events, .. } = server;
+    server.events.wait_until("all accepted", |e| {
+        e.iter().filter(|e| e.kind == NewConnection).count() == 10
+    });
+    let TestServer {
+        server: handle,
+        events,
+        ..
+    } = server;
     let count = events.all().len();
     drop(handle);
     for tcp in &mut silent {
@@ -204,17 +273,23 @@ fn close_from_inside_a_callback() {
     let (_ca, config) = plain_config();
     let holder: Arc<std::sync::Mutex<Weak<Server>>> = Arc::default();
     let holder_in_cb = holder.clone();
-    let server = TestServer::start_with(&config, |_| {}, move |event| {
-        if event.kind == NewConnection {
-            if let Some(server) = holder_in_cb.lock().unwrap().upgrade() {
-                server.close();
+    let server = TestServer::start_with(
+        &config,
+        |_| {},
+        move |event| {
+            if event.kind == NewConnection {
+                if let Some(server) = holder_in_cb.lock().unwrap().upgrade() {
+                    server.close();
+                }
             }
-        }
-    });
+        },
+    );
     *holder.lock().unwrap() = Arc::downgrade(&server.server);
     let mut tcp = server.tcp();
     assert!(closed_by_server(&mut tcp));
-    server.events.wait_until("the callback ran", |e| e.iter().any(|e| e.kind == NewConnection));
+    server.events.wait_until("the callback ran", |e| {
+        e.iter().any(|e| e.kind == NewConnection)
+    });
     assert!(!server.server.is_listening());
 }
 
@@ -225,14 +300,20 @@ fn next_pending_connection_from_inside_the_pending_callback() {
     let tx = std::sync::Mutex::new(tx);
     let holder: Arc<std::sync::Mutex<Weak<Server>>> = Arc::default();
     let holder_in_cb = holder.clone();
-    let server = TestServer::start_with(&config, |_| {}, move |event| {
-        if event.kind == PendingConnectionAvailable {
-            let server = holder_in_cb.lock().unwrap().upgrade().unwrap();
-            let conn = server.next_pending_connection().expect("queued before the event");
-            assert!(Arc::ptr_eq(&conn, event.connection.unwrap()));
-            tx.lock().unwrap().send(conn).unwrap();
-        }
-    });
+    let server = TestServer::start_with(
+        &config,
+        |_| {},
+        move |event| {
+            if event.kind == PendingConnectionAvailable {
+                let server = holder_in_cb.lock().unwrap().upgrade().unwrap();
+                let conn = server
+                    .next_pending_connection()
+                    .expect("queued before the event");
+                assert!(Arc::ptr_eq(&conn, event.connection.unwrap()));
+                tx.lock().unwrap().send(conn).unwrap();
+            }
+        },
+    );
     *holder.lock().unwrap() = Arc::downgrade(&server.server);
     let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
     let conn = rx.recv_timeout(SOON).unwrap();
@@ -325,14 +406,22 @@ fn echo_one_mebibyte_in_both_directions_at_once() {
 fn wait_for_new_connection_reports_what_it_saw() {
     let (ca, config) = plain_config();
     let idle = Server::new();
-    assert_eq!(idle.wait_for_new_connection(Some(Duration::from_millis(10))), WaitOutcome::NotListening);
+    assert_eq!(
+        idle.wait_for_new_connection(Some(Duration::from_millis(10))),
+        WaitOutcome::NotListening
+    );
     let server = TestServer::start(&config);
     assert_eq!(
-        server.server.wait_for_new_connection(Some(Duration::from_millis(50))),
+        server
+            .server
+            .wait_for_new_connection(Some(Duration::from_millis(50))),
         WaitOutcome::TimedOut
     );
     let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    assert_eq!(server.server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    assert_eq!(
+        server.server.wait_for_new_connection(Some(SOON)),
+        WaitOutcome::Ready
+    );
     assert!(server.server.has_pending_connections());
     assert!(server.server.next_pending_connection().is_some());
     assert!(server.server.next_pending_connection().is_none());
@@ -356,7 +445,10 @@ fn abort_and_release_wake_a_blocked_read() {
     let (ca, config) = plain_config();
     let server = TestServer::start(&config);
     let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    assert_eq!(server.server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    assert_eq!(
+        server.server.wait_for_new_connection(Some(SOON)),
+        WaitOutcome::Ready
+    );
     let conn = server.server.next_pending_connection().unwrap();
     let reader = {
         let conn = conn.clone();
@@ -373,7 +465,10 @@ fn peer_close_is_seen_without_polling() {
     let (ca, config) = plain_config();
     let server = TestServer::start(&config);
     let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    assert_eq!(server.server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    assert_eq!(
+        server.server.wait_for_new_connection(Some(SOON)),
+        WaitOutcome::Ready
+    );
     let conn = server.server.next_pending_connection().unwrap();
     client.write_all(b"last words").unwrap();
     client.conn.send_close_notify();
@@ -397,10 +492,15 @@ fn truncation_without_close_notify_is_an_error_not_eof() {
     let (ca, config) = plain_config();
     let server = TestServer::start(&config);
     let client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    assert_eq!(server.server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    assert_eq!(
+        server.server.wait_for_new_connection(Some(SOON)),
+        WaitOutcome::Ready
+    );
     let conn = server.server.next_pending_connection().unwrap();
     drop(client);
-    let err = conn.read(&mut [0u8; 16]).expect_err("TCP close without close_notify");
+    let err = conn
+        .read(&mut [0u8; 16])
+        .expect_err("TCP close without close_notify");
     assert_eq!(err.kind(), ErrorKind::Closed);
 }
 
@@ -408,12 +508,21 @@ fn truncation_without_close_notify_is_an_error_not_eof() {
 fn session_information_is_available() {
     let ca = TestCa::new("ca");
     let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
-    config.set_alpn_protocols(&[b"h2".to_vec(), b"http/1.1".to_vec()]).unwrap();
+    config
+        .set_alpn_protocols(&[b"h2".to_vec(), b"http/1.1".to_vec()])
+        .unwrap();
     config.set_protocol(Protocol::TlsV1_2).unwrap();
     let server = TestServer::start(&config);
-    let client = connect(server.port, client_config(&ca.identity.cert_der, None, &["http/1.1"])).unwrap();
+    let client = connect(
+        server.port,
+        client_config(&ca.identity.cert_der, None, &["http/1.1"]),
+    )
+    .unwrap();
     assert_eq!(client.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
-    assert_eq!(server.server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    assert_eq!(
+        server.server.wait_for_new_connection(Some(SOON)),
+        WaitOutcome::Ready
+    );
     let conn = server.server.next_pending_connection().unwrap();
     let info = conn.session().unwrap();
     assert_eq!(info.protocol, Protocol::TlsV1_2);
@@ -428,13 +537,20 @@ fn tls13_cipher_names_are_iana_names() {
     let (ca, config) = plain_config();
     let server = TestServer::start(&config);
     let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    assert_eq!(server.server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    assert_eq!(
+        server.server.wait_for_new_connection(Some(SOON)),
+        WaitOutcome::Ready
+    );
     let conn = server.server.next_pending_connection().unwrap();
     let info = conn.session().unwrap();
     assert_eq!(info.protocol, Protocol::TlsV1_3);
     assert!(
-        ["TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"]
-            .contains(&info.cipher.as_str()),
+        [
+            "TLS_AES_256_GCM_SHA384",
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_CHACHA20_POLY1305_SHA256"
+        ]
+        .contains(&info.cipher.as_str()),
         "{}",
         info.cipher
     );
@@ -453,7 +569,10 @@ fn pause_and_resume_accepting() {
         move || connect(port, cfg).map(|c| port_of(&c))
     });
     thread::sleep(Duration::from_millis(300));
-    assert!(server.events.all().is_empty(), "nothing accepted while paused");
+    assert!(
+        server.events.all().is_empty(),
+        "nothing accepted while paused"
+    );
     server.server.resume_accepting();
     let port = waiting.join().unwrap().unwrap();
     server.events.kinds(port);
@@ -463,9 +582,15 @@ fn pause_and_resume_accepting() {
 fn listen_errors_are_specific() {
     let (_ca, config) = plain_config();
     let server = Server::new();
-    assert_eq!(server.listen(Some("127.0.0.1"), 0).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(
+        server.listen(Some("127.0.0.1"), 0).unwrap_err().kind(),
+        ErrorKind::InvalidState
+    );
     server.set_config(&config).unwrap();
-    assert_eq!(server.listen(Some("not an address"), 0).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        server.listen(Some("not an address"), 0).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
     assert_eq!(
         server.listen(Some("192.0.2.1"), 0).unwrap_err().kind(),
         ErrorKind::AddressNotAvailable
@@ -476,7 +601,10 @@ fn listen_errors_are_specific() {
     assert_eq!(err.kind(), ErrorKind::AddressInUse);
     assert_eq!(server.server_error().0, SocketError::AddressInUse);
     server.listen(Some("127.0.0.1"), 0).unwrap();
-    assert_eq!(server.listen(Some("127.0.0.1"), 0).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(
+        server.listen(Some("127.0.0.1"), 0).unwrap_err().kind(),
+        ErrorKind::InvalidState
+    );
     assert!(server.socket_descriptor() >= 0);
     server.close();
     assert_eq!(server.socket_descriptor(), -1);
@@ -492,12 +620,22 @@ fn any_address_is_dual_stack() {
     let port = server.local_addr().unwrap().port();
     let cfg = client_config(&ca.identity.cert_der, None, &[]);
     let _v4 = connect(port, cfg.clone()).unwrap();
-    assert_eq!(server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    assert_eq!(
+        server.wait_for_new_connection(Some(SOON)),
+        WaitOutcome::Ready
+    );
     let conn = server.next_pending_connection().unwrap();
-    assert_eq!(conn.peer_addr().ip().to_string(), "127.0.0.1", "IPv4 peers appear as IPv4");
+    assert_eq!(
+        conn.peer_addr().ip().to_string(),
+        "127.0.0.1",
+        "IPv4 peers appear as IPv4"
+    );
     // IPv6 clients too, where the host has IPv6 loopback.
     if let Ok(v6) = connect_to(("::1", port), cfg) {
-        assert_eq!(server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+        assert_eq!(
+            server.wait_for_new_connection(Some(SOON)),
+            WaitOutcome::Ready
+        );
         let conn = server.next_pending_connection().unwrap();
         assert_eq!(conn.peer_addr().ip().to_string(), "::1");
         assert_eq!(conn.peer_addr().port(), port_of(&v6));
@@ -514,5 +652,32 @@ fn an_adopted_listener_serves_connections() {
     server.adopt_listener(listener).unwrap();
     assert_eq!(server.local_addr().unwrap().port(), port);
     let _client = connect(port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    assert_eq!(server.wait_for_new_connection(Some(SOON)), WaitOutcome::Ready);
+    assert_eq!(
+        server.wait_for_new_connection(Some(SOON)),
+        WaitOutcome::Ready
+    );
+}
+
+#[test]
+fn data_sent_together_with_the_clients_finished_is_not_lost() {
+    // rustls (like openssl s_client) sends data queued during the handshake
+    // in the same write as its Finished; the handshake decrypts it.
+    let (ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    let mut tcp = server.tcp();
+    let cfg = client_config(&ca.identity.cert_der, None, &[]);
+    let mut tls = rustls::ClientConnection::new(cfg, "localhost".try_into().unwrap()).unwrap();
+    tls.writer().write_all(b"early bird").unwrap();
+    while tls.is_handshaking() || tls.wants_write() {
+        tls.complete_io(&mut tcp).unwrap();
+    }
+    assert_eq!(
+        server.server.wait_for_new_connection(Some(SOON)),
+        WaitOutcome::Ready
+    );
+    let conn = server.server.next_pending_connection().unwrap();
+    assert!(conn.wait_for_ready_read(Some(SOON)));
+    let mut buf = [0u8; 32];
+    let n = conn.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"early bird");
 }

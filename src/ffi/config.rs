@@ -18,7 +18,10 @@ pub struct sslconfig {
 }
 
 /// Runs `body` on the configuration behind `cfg`.
-fn with_config(cfg: *mut sslconfig, body: impl FnOnce(&mut TlsConfig) -> CallResult) -> sslserver_result {
+fn with_config(
+    cfg: *mut sslconfig,
+    body: impl FnOnce(&mut TlsConfig) -> CallResult,
+) -> sslserver_result {
     call(|| {
         // SAFETY: the C caller passes NULL or a live handle from sslconfig_new/clone.
         let cfg = unsafe { cfg.as_ref() }.ok_or_else(|| Failure::null("cfg"))?;
@@ -70,7 +73,11 @@ pub extern "C" fn sslconfig_free(cfg: *mut sslconfig) {
 /// match an already set key gives SSLSERVER_ERROR_PRIVATE_KEY. On failure
 /// the configuration is unchanged.
 #[no_mangle]
-pub extern "C" fn sslconfig_set_certificate_chain_pem(cfg: *mut sslconfig, pem: *const u8, len: usize) -> sslserver_result {
+pub extern "C" fn sslconfig_set_certificate_chain_pem(
+    cfg: *mut sslconfig,
+    pem: *const u8,
+    len: usize,
+) -> sslserver_result {
     with_config(cfg, |c| {
         // SAFETY: the caller passes `len` readable bytes at `pem`.
         let pem = unsafe { bytes(pem, len, "pem") }?;
@@ -82,7 +89,10 @@ pub extern "C" fn sslconfig_set_certificate_chain_pem(cfg: *mut sslconfig, pem: 
 /// unreadable file gives SSLSERVER_ERROR_IO ("chain.pem: No such file or
 /// directory").
 #[no_mangle]
-pub extern "C" fn sslconfig_set_certificate_chain_file(cfg: *mut sslconfig, path: *const c_char) -> sslserver_result {
+pub extern "C" fn sslconfig_set_certificate_chain_file(
+    cfg: *mut sslconfig,
+    path: *const c_char,
+) -> sslserver_result {
     with_config(cfg, |c| {
         // SAFETY: the caller passes a NUL-terminated string or NULL.
         let path = unsafe { required_text(path, "path") }?;
@@ -104,7 +114,8 @@ pub extern "C" fn sslconfig_set_private_key_pem(
 ) -> sslserver_result {
     with_config(cfg, |c| {
         // SAFETY: the caller passes `len` readable bytes and a string or NULL.
-        let (pem, passphrase) = unsafe { (bytes(pem, len, "pem")?, text(passphrase, "passphrase")?) };
+        let (pem, passphrase) =
+            unsafe { (bytes(pem, len, "pem")?, text(passphrase, "passphrase")?) };
         Ok(c.set_private_key_pem(pem, passphrase)?)
     })
 }
@@ -118,7 +129,12 @@ pub extern "C" fn sslconfig_set_private_key_file(
 ) -> sslserver_result {
     with_config(cfg, |c| {
         // SAFETY: the caller passes NUL-terminated strings (passphrase may be NULL).
-        let (path, passphrase) = unsafe { (required_text(path, "path")?, text(passphrase, "passphrase")?) };
+        let (path, passphrase) = unsafe {
+            (
+                required_text(path, "path")?,
+                text(passphrase, "passphrase")?,
+            )
+        };
         Ok(c.set_private_key_file(path, passphrase)?)
     })
 }
@@ -141,7 +157,11 @@ pub extern "C" fn sslconfig_generate_self_signed(
 
 /// Adds trusted CA certificates (PEM) for verifying client certificates.
 #[no_mangle]
-pub extern "C" fn sslconfig_add_ca_certificates_pem(cfg: *mut sslconfig, pem: *const u8, len: usize) -> sslserver_result {
+pub extern "C" fn sslconfig_add_ca_certificates_pem(
+    cfg: *mut sslconfig,
+    pem: *const u8,
+    len: usize,
+) -> sslserver_result {
     with_config(cfg, |c| {
         // SAFETY: the caller passes `len` readable bytes at `pem`.
         let pem = unsafe { bytes(pem, len, "pem") }?;
@@ -151,7 +171,10 @@ pub extern "C" fn sslconfig_add_ca_certificates_pem(cfg: *mut sslconfig, pem: *c
 
 /// As sslconfig_add_ca_certificates_pem, from a file.
 #[no_mangle]
-pub extern "C" fn sslconfig_add_ca_certificates_file(cfg: *mut sslconfig, path: *const c_char) -> sslserver_result {
+pub extern "C" fn sslconfig_add_ca_certificates_file(
+    cfg: *mut sslconfig,
+    path: *const c_char,
+) -> sslserver_result {
     with_config(cfg, |c| {
         // SAFETY: the caller passes a NUL-terminated string or NULL.
         let path = unsafe { required_text(path, "path") }?;
@@ -163,7 +186,10 @@ pub extern "C" fn sslconfig_add_ca_certificates_file(cfg: *mut sslconfig, path: 
 /// is QUERY_PEER on a server: a certificate is requested, its errors are
 /// reported, and it is accepted anyway).
 #[no_mangle]
-pub extern "C" fn sslconfig_set_peer_verify_mode(cfg: *mut sslconfig, mode: RawPeerVerifyMode) -> sslserver_result {
+pub extern "C" fn sslconfig_set_peer_verify_mode(
+    cfg: *mut sslconfig,
+    mode: RawPeerVerifyMode,
+) -> sslserver_result {
     with_config(cfg, |c| {
         let mode = PeerVerifyMode::from_raw(mode)
             .ok_or_else(|| Failure::invalid(format!("{mode} is not a peer verify mode")))?;
@@ -177,7 +203,9 @@ pub extern "C" fn sslconfig_set_peer_verify_mode(cfg: *mut sslconfig, mode: RawP
 pub extern "C" fn sslconfig_peer_verify_mode(cfg: *const sslconfig) -> PeerVerifyMode {
     call_or(PeerVerifyMode::AutoVerifyPeer, || {
         // SAFETY: the caller passes NULL or a live handle.
-        unsafe { cfg.as_ref() }.map_or(PeerVerifyMode::AutoVerifyPeer, |c| c.inner.lock().peer_verify_mode())
+        unsafe { cfg.as_ref() }.map_or(PeerVerifyMode::AutoVerifyPeer, |c| {
+            c.inner.lock().peer_verify_mode()
+        })
     })
 }
 
@@ -185,7 +213,10 @@ pub extern "C" fn sslconfig_peer_verify_mode(cfg: *const sslconfig) -> PeerVerif
 /// SSLSERVER_ERROR_UNSUPPORTED; UNKNOWN or another value gives
 /// SSLSERVER_ERROR_INVALID_ARGUMENT.
 #[no_mangle]
-pub extern "C" fn sslconfig_set_protocol(cfg: *mut sslconfig, protocol: RawProtocol) -> sslserver_result {
+pub extern "C" fn sslconfig_set_protocol(
+    cfg: *mut sslconfig,
+    protocol: RawProtocol,
+) -> sslserver_result {
     with_config(cfg, |c| {
         let protocol = Protocol::from_raw(protocol)
             .ok_or_else(|| Failure::invalid(format!("{protocol} is not a protocol")))?;
@@ -225,7 +256,10 @@ pub extern "C" fn sslconfig_set_alpn_protocols(
 /// PEER_VERIFY_ERROR; the handshake fails unless the callback calls
 /// sslsocket_continue_interrupted_handshake.
 #[no_mangle]
-pub extern "C" fn sslconfig_set_handshake_must_interrupt_on_error(cfg: *mut sslconfig, interrupt: bool) -> sslserver_result {
+pub extern "C" fn sslconfig_set_handshake_must_interrupt_on_error(
+    cfg: *mut sslconfig,
+    interrupt: bool,
+) -> sslserver_result {
     with_config(cfg, |c| {
         c.set_handshake_must_interrupt_on_error(interrupt);
         Ok(())

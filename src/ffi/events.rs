@@ -58,7 +58,11 @@ unsafe impl Sync for CCallback {}
 impl CCallback {
     fn deliver(&self, event: &Event<'_>) {
         let description = c_string(&event.description);
-        let messages: Vec<CString> = event.ssl_errors.iter().map(|e| c_string(&e.message)).collect();
+        let messages: Vec<CString> = event
+            .ssl_errors
+            .iter()
+            .map(|e| c_string(&e.message))
+            .collect();
         let errors: Vec<sslserver_ssl_error> = event
             .ssl_errors
             .iter()
@@ -66,7 +70,10 @@ impl CCallback {
             .map(|(error, message)| sslserver_ssl_error {
                 code: error.code,
                 message: message.as_ptr(),
-                certificate_der: error.certificate.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+                certificate_der: error
+                    .certificate
+                    .as_ref()
+                    .map_or(std::ptr::null(), |c| c.as_ptr()),
                 certificate_der_len: error.certificate.as_ref().map_or(0, |c| c.len()),
             })
             .collect();
@@ -79,7 +86,11 @@ impl CCallback {
                 .connection
                 .map_or(std::ptr::null_mut(), |c| Arc::as_ptr(c).cast_mut()),
             socket_error: event.socket_error,
-            ssl_errors: if errors.is_empty() { std::ptr::null() } else { errors.as_ptr() },
+            ssl_errors: if errors.is_empty() {
+                std::ptr::null()
+            } else {
+                errors.as_ptr()
+            },
             ssl_error_count: errors.len(),
             alert_level,
             alert_type,

@@ -9,6 +9,10 @@
 //! that call with an error instead of pulling memory from under it.
 
 #![allow(non_camel_case_types)]
+// These functions are for C callers, for whom `unsafe fn` means nothing; the
+// pointer contract of each is in its documentation, and every dereference
+// sits in an `unsafe` block that states why it holds.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod config;
 pub mod events;
@@ -204,7 +208,11 @@ pub(crate) unsafe fn required_text<'a>(ptr: *const c_char, name: &str) -> Result
 ///
 /// # Safety
 /// `ptr` is NULL or points to `len` readable bytes that outlive `'a`.
-pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'a [u8], Failure> {
+pub(crate) unsafe fn bytes<'a>(
+    ptr: *const u8,
+    len: usize,
+    name: &str,
+) -> Result<&'a [u8], Failure> {
     if ptr.is_null() {
         return if len == 0 {
             Ok(&[])
@@ -261,7 +269,12 @@ pub(crate) unsafe fn put<T>(ptr: *mut T, value: T, name: &str) -> CallResult {
 /// # Safety
 /// `buf` is NULL or valid for writing `len` bytes; `out_n` is NULL or valid
 /// for writing a `size_t`.
-pub(crate) unsafe fn copy_out(value: &str, buf: *mut c_char, len: usize, out_n: *mut usize) -> CallResult {
+pub(crate) unsafe fn copy_out(
+    value: &str,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> CallResult {
     if out_n.is_null() {
         return Err(Failure::null("out_n"));
     }
@@ -299,13 +312,22 @@ pub extern "C" fn sslserver_result_string(r: RawResult) -> *const c_char {
     let all: [(sslserver_result, &str); 14] = [
         (SSLSERVER_OK, "success\0"),
         (SSLSERVER_ERROR_INVALID_ARGUMENT, "invalid argument\0"),
-        (SSLSERVER_ERROR_INVALID_STATE, "invalid state for this call\0"),
-        (SSLSERVER_ERROR_UNSUPPORTED, "not supported by this TLS engine or build\0"),
+        (
+            SSLSERVER_ERROR_INVALID_STATE,
+            "invalid state for this call\0",
+        ),
+        (
+            SSLSERVER_ERROR_UNSUPPORTED,
+            "not supported by this TLS engine or build\0",
+        ),
         (SSLSERVER_ERROR_IO, "I/O error\0"),
         (SSLSERVER_ERROR_CERTIFICATE, "certificate error\0"),
         (SSLSERVER_ERROR_PRIVATE_KEY, "private key error\0"),
         (SSLSERVER_ERROR_ADDRESS_IN_USE, "address already in use\0"),
-        (SSLSERVER_ERROR_ADDRESS_NOT_AVAILABLE, "address not available\0"),
+        (
+            SSLSERVER_ERROR_ADDRESS_NOT_AVAILABLE,
+            "address not available\0",
+        ),
         (SSLSERVER_ERROR_TIMEOUT, "timed out\0"),
         (SSLSERVER_ERROR_CLOSED, "closed\0"),
         (SSLSERVER_ERROR_TLS, "TLS protocol error\0"),
@@ -324,7 +346,9 @@ pub extern "C" fn sslserver_result_string(r: RawResult) -> *const c_char {
 /// call has failed). Valid until the next call on the same thread.
 #[no_mangle]
 pub extern "C" fn sslserver_last_error_message() -> *const c_char {
-    call_or(static_text("\0"), || LAST_ERROR.with(|cell| cell.borrow().as_ptr()))
+    call_or(static_text("\0"), || {
+        LAST_ERROR.with(|cell| cell.borrow().as_ptr())
+    })
 }
 
 /// The library's version, e.g. "0.1.0"; also `SSLSERVER_VERSION` in this header.

@@ -18,7 +18,10 @@ use crate::types::{EventKind, SocketError};
 
 /// Runs `body` with a reference to the server behind `server`, held for the
 /// whole call (so `sslserver_free` on another thread cannot free it early).
-fn with_server(server: *const Server, body: impl FnOnce(&Server) -> CallResult) -> sslserver_result {
+fn with_server(
+    server: *const Server,
+    body: impl FnOnce(&Server) -> CallResult,
+) -> sslserver_result {
     call(|| {
         // SAFETY: the C caller passes NULL or a live handle from sslserver_new.
         let server = unsafe { share(server) }.ok_or_else(|| Failure::null("server"))?;
@@ -42,14 +45,18 @@ fn wait_time(msecs: c_int) -> Result<Option<Duration>, Failure> {
     match u64::try_from(msecs) {
         Ok(ms) => Ok(Some(Duration::from_millis(ms))),
         Err(_) if msecs == -1 => Ok(None),
-        Err(_) => Err(Failure::invalid("msecs must be >= 0, or -1 to wait forever")),
+        Err(_) => Err(Failure::invalid(
+            "msecs must be >= 0, or -1 to wait forever",
+        )),
     }
 }
 
 /// Creates a server (not listening, no certificate). NULL only if out of memory.
 #[no_mangle]
 pub extern "C" fn sslserver_new() -> *mut Server {
-    call_or(std::ptr::null_mut(), || Arc::into_raw(Arc::new(Server::new())).cast_mut())
+    call_or(std::ptr::null_mut(), || {
+        Arc::into_raw(Arc::new(Server::new())).cast_mut()
+    })
 }
 
 /// Closes the server (as sslserver_close) and frees it. Safe at any moment
@@ -73,7 +80,10 @@ pub extern "C" fn sslserver_free(server: *mut Server) {
 /// accepted keep theirs. May be called while listening to rotate
 /// certificates.
 #[no_mangle]
-pub extern "C" fn sslserver_set_config(server: *mut Server, cfg: *const sslconfig) -> sslserver_result {
+pub extern "C" fn sslserver_set_config(
+    server: *mut Server,
+    cfg: *const sslconfig,
+) -> sslserver_result {
     with_server(server, |s| {
         let config = snapshot(cfg)?;
         Ok(s.set_config(&config)?)
@@ -83,7 +93,10 @@ pub extern "C" fn sslserver_set_config(server: *mut Server, cfg: *const sslconfi
 /// One deadline from TCP accept to handshake completion, in ms (default
 /// 5000; -1 = none). Applies to connections accepted after the call.
 #[no_mangle]
-pub extern "C" fn sslserver_set_handshake_timeout(server: *mut Server, msecs: c_int) -> sslserver_result {
+pub extern "C" fn sslserver_set_handshake_timeout(
+    server: *mut Server,
+    msecs: c_int,
+) -> sslserver_result {
     with_server(server, |s| Ok(s.set_handshake_timeout(msecs)?))
 }
 
@@ -96,7 +109,10 @@ pub extern "C" fn sslserver_handshake_timeout(server: *const Server) -> c_int {
 /// Bounds the queue of handshaken connections not yet taken (default 30,
 /// at least 1). While it is full the server accepts nothing new.
 #[no_mangle]
-pub extern "C" fn sslserver_set_max_pending_connections(server: *mut Server, n: c_int) -> sslserver_result {
+pub extern "C" fn sslserver_set_max_pending_connections(
+    server: *mut Server,
+    n: c_int,
+) -> sslserver_result {
     with_server(server, |s| Ok(s.set_max_pending_connections(n)?))
 }
 
@@ -109,7 +125,10 @@ pub extern "C" fn sslserver_max_pending_connections(server: *const Server) -> c_
 /// Bounds the handshakes in flight (default 1024, at least 1), so silent
 /// clients cannot take every thread.
 #[no_mangle]
-pub extern "C" fn sslserver_set_max_concurrent_handshakes(server: *mut Server, n: c_int) -> sslserver_result {
+pub extern "C" fn sslserver_set_max_concurrent_handshakes(
+    server: *mut Server,
+    n: c_int,
+) -> sslserver_result {
     with_server(server, |s| Ok(s.set_max_concurrent_handshakes(n)?))
 }
 
@@ -121,7 +140,10 @@ pub extern "C" fn sslserver_max_concurrent_handshakes(server: *const Server) -> 
 
 /// The kernel's listen backlog for the next sslserver_listen (default 50).
 #[no_mangle]
-pub extern "C" fn sslserver_set_listen_backlog_size(server: *mut Server, n: c_int) -> sslserver_result {
+pub extern "C" fn sslserver_set_listen_backlog_size(
+    server: *mut Server,
+    n: c_int,
+) -> sslserver_result {
     with_server(server, |s| Ok(s.set_listen_backlog_size(n)?))
 }
 
@@ -136,7 +158,11 @@ pub extern "C" fn sslserver_listen_backlog_size(server: *const Server) -> c_int 
 /// read it back with sslserver_server_port). Requires sslserver_set_config
 /// first (SSLSERVER_ERROR_INVALID_STATE otherwise, and while listening).
 #[no_mangle]
-pub extern "C" fn sslserver_listen(server: *mut Server, address: *const c_char, port: u16) -> sslserver_result {
+pub extern "C" fn sslserver_listen(
+    server: *mut Server,
+    address: *const c_char,
+    port: u16,
+) -> sslserver_result {
     with_server(server, |s| {
         // SAFETY: the caller passes a NUL-terminated string or NULL.
         let address = unsafe { text(address, "address") }?;
@@ -148,7 +174,10 @@ pub extern "C" fn sslserver_listen(server: *mut Server, address: *const c_char, 
 /// parent's descriptor). On success the server owns it and closes it on
 /// sslserver_close; on failure it is left open and untouched.
 #[no_mangle]
-pub extern "C" fn sslserver_set_socket_descriptor(server: *mut Server, listening_fd: c_int) -> sslserver_result {
+pub extern "C" fn sslserver_set_socket_descriptor(
+    server: *mut Server,
+    listening_fd: c_int,
+) -> sslserver_result {
     with_server(server, |s| {
         if listening_fd < 0 {
             return Err(Failure::invalid("listening_fd must be a descriptor (>= 0)"));
@@ -156,7 +185,9 @@ pub extern "C" fn sslserver_set_socket_descriptor(server: *mut Server, listening
         // SAFETY: fcntl(F_GETFD) only queries flags; it fails with EBADF on a
         // descriptor that is not open, which we check before taking it over.
         if unsafe { libc::fcntl(listening_fd, libc::F_GETFD) } == -1 {
-            return Err(Failure::invalid(format!("{listening_fd} is not an open descriptor")));
+            return Err(Failure::invalid(format!(
+                "{listening_fd} is not an open descriptor"
+            )));
         }
         // SAFETY: the descriptor is open and the caller hands it to us; on
         // every failure path below it is given back with into_raw_fd.
@@ -170,10 +201,11 @@ pub extern "C" fn sslserver_set_socket_descriptor(server: *mut Server, listening
                 "descriptor {listening_fd} is not a listening TCP socket"
             )));
         }
-        s.adopt_listener(TcpListener::from(socket)).map_err(|(error, listener)| {
-            let _ = listener.into_raw_fd();
-            Failure::from(error)
-        })
+        s.adopt_listener(TcpListener::from(socket))
+            .map_err(|(error, listener)| {
+                let _ = listener.into_raw_fd();
+                Failure::from(error)
+            })
     })
 }
 
@@ -205,9 +237,9 @@ pub extern "C" fn sslserver_server_address(
     out_n: *mut usize,
 ) -> sslserver_result {
     with_server(server, |s| {
-        let addr = s
-            .local_addr()
-            .ok_or_else(|| Failure::from(crate::Error::invalid_state("the server is not listening")))?;
+        let addr = s.local_addr().ok_or_else(|| {
+            Failure::from(crate::Error::invalid_state("the server is not listening"))
+        })?;
         // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
         unsafe { copy_out(&addr.ip().to_string(), buf, len, out_n) }
     })
@@ -261,7 +293,11 @@ pub extern "C" fn sslserver_next_pending_connection(server: *mut Server) -> *mut
 /// set to whether the wait timed out. Returns false at once when the server
 /// is not listening, and when it is closed or freed during the wait.
 #[no_mangle]
-pub extern "C" fn sslserver_wait_for_new_connection(server: *mut Server, msecs: c_int, timed_out: *mut bool) -> bool {
+pub extern "C" fn sslserver_wait_for_new_connection(
+    server: *mut Server,
+    msecs: c_int,
+    timed_out: *mut bool,
+) -> bool {
     call_or(false, || {
         // SAFETY: the caller passes NULL or a live handle.
         let Some(server) = (unsafe { share(server.cast_const()) }) else {

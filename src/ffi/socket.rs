@@ -3,14 +3,17 @@
 use std::ffi::{c_char, c_int};
 use std::sync::Arc;
 
-use super::{call, call_or, copy_out, put, share, CallResult, Failure};
 use super::sslserver_result;
+use super::{call, call_or, copy_out, put, share, CallResult, Failure};
 use crate::connection::Connection;
 use crate::types::{Protocol, SocketError, SocketState, SslErrorCode};
 
 /// Runs `body` with a reference to the connection held for the whole call,
 /// so sslsocket_free on another thread wakes the call instead of freeing it.
-fn with_socket(s: *const Connection, body: impl FnOnce(&Connection) -> CallResult) -> sslserver_result {
+fn with_socket(
+    s: *const Connection,
+    body: impl FnOnce(&Connection) -> CallResult,
+) -> sslserver_result {
     call(|| {
         // SAFETY: the C caller passes NULL or a live sslsocket (from
         // sslserver_next_pending_connection or an event).
@@ -20,7 +23,11 @@ fn with_socket(s: *const Connection, body: impl FnOnce(&Connection) -> CallResul
 }
 
 /// A getter's value, `fallback` for NULL.
-fn read_socket<T: Copy>(s: *const Connection, fallback: T, body: impl FnOnce(&Connection) -> T) -> T {
+fn read_socket<T: Copy>(
+    s: *const Connection,
+    fallback: T,
+    body: impl FnOnce(&Connection) -> T,
+) -> T {
     call_or(fallback, || {
         // SAFETY: the C caller passes NULL or a live sslsocket.
         unsafe { share(s) }.map_or(fallback, |s| body(&s))
@@ -32,7 +39,12 @@ fn read_socket<T: Copy>(s: *const Connection, fallback: T, body: impl FnOnce(&Co
 /// SSLSERVER_ERROR_CLOSED when the peer closed TCP without close_notify or
 /// the socket was closed here; SSLSERVER_ERROR_TLS on a protocol error.
 #[no_mangle]
-pub extern "C" fn sslsocket_read(s: *mut Connection, buf: *mut u8, len: usize, out_n: *mut usize) -> sslserver_result {
+pub extern "C" fn sslsocket_read(
+    s: *mut Connection,
+    buf: *mut u8,
+    len: usize,
+    out_n: *mut usize,
+) -> sslserver_result {
     with_socket(s, |s| {
         if buf.is_null() || out_n.is_null() {
             return Err(Failure::null(if buf.is_null() { "buf" } else { "out_n" }));
@@ -48,7 +60,12 @@ pub extern "C" fn sslsocket_read(s: *mut Connection, buf: *mut u8, len: usize, o
 /// Encrypts and writes all `len` bytes, blocking until the kernel has them;
 /// `*out_n` (may be NULL) receives `len`. May run while another thread reads.
 #[no_mangle]
-pub extern "C" fn sslsocket_write(s: *mut Connection, buf: *const u8, len: usize, out_n: *mut usize) -> sslserver_result {
+pub extern "C" fn sslsocket_write(
+    s: *mut Connection,
+    buf: *const u8,
+    len: usize,
+    out_n: *mut usize,
+) -> sslserver_result {
     with_socket(s, |s| {
         // SAFETY: the caller passes `len` readable bytes at `buf`.
         let data = unsafe { super::bytes(buf, len, "buf") }?;
@@ -101,7 +118,12 @@ pub extern "C" fn sslsocket_error(s: *const Connection) -> SocketError {
 
 /// The text of the last error (string-out convention; "" when none).
 #[no_mangle]
-pub extern "C" fn sslsocket_error_string(s: *const Connection, buf: *mut c_char, len: usize, out_n: *mut usize) -> sslserver_result {
+pub extern "C" fn sslsocket_error_string(
+    s: *const Connection,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> sslserver_result {
     with_socket(s, |s| {
         let text = s.error().1;
         // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
@@ -112,7 +134,12 @@ pub extern "C" fn sslsocket_error_string(s: *const Connection, buf: *mut c_char,
 /// The client's address, e.g. "127.0.0.1" or "::1" (IPv4 clients of a
 /// dual-stack server appear as IPv4). Readable in every event.
 #[no_mangle]
-pub extern "C" fn sslsocket_peer_address(s: *const Connection, buf: *mut c_char, len: usize, out_n: *mut usize) -> sslserver_result {
+pub extern "C" fn sslsocket_peer_address(
+    s: *const Connection,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> sslserver_result {
     with_socket(s, |s| {
         let address = s.peer_addr().ip().to_string();
         // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
@@ -136,22 +163,34 @@ pub extern "C" fn sslsocket_local_port(s: *const Connection) -> u16 {
 /// handshake completes.
 #[no_mangle]
 pub extern "C" fn sslsocket_session_protocol(s: *const Connection) -> Protocol {
-    read_socket(s, Protocol::Unknown, |s| s.session().map_or(Protocol::Unknown, |i| i.protocol))
+    read_socket(s, Protocol::Unknown, |s| {
+        s.session().map_or(Protocol::Unknown, |i| i.protocol)
+    })
 }
 
 /// The IANA name of the negotiated cipher suite, e.g. "TLS_AES_256_GCM_SHA384"
 /// (string-out convention). SSLSERVER_ERROR_INVALID_STATE before the handshake completes.
 #[no_mangle]
-pub extern "C" fn sslsocket_session_cipher(s: *const Connection, buf: *mut c_char, len: usize, out_n: *mut usize) -> sslserver_result {
+pub extern "C" fn sslsocket_session_cipher(
+    s: *const Connection,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> sslserver_result {
     with_socket(s, |s| {
-        let cipher = s.session().map(|i| i.cipher.clone()).ok_or_else(not_handshaken)?;
+        let cipher = s
+            .session()
+            .map(|i| i.cipher.clone())
+            .ok_or_else(not_handshaken)?;
         // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
         unsafe { copy_out(&cipher, buf, len, out_n) }
     })
 }
 
 fn not_handshaken() -> Failure {
-    Failure::from(crate::Error::invalid_state("the TLS handshake has not completed"))
+    Failure::from(crate::Error::invalid_state(
+        "the TLS handshake has not completed",
+    ))
 }
 
 /// How many certificates the client presented (0 if none).
@@ -180,7 +219,10 @@ pub extern "C" fn sslsocket_peer_certificate_der(
         }
         let chain = s.peer_certificate_chain();
         let cert = chain.get(index).ok_or_else(|| {
-            Failure::invalid(format!("index {index} is out of range (the chain has {})", chain.len()))
+            Failure::invalid(format!(
+                "index {index} is out of range (the chain has {})",
+                chain.len()
+            ))
         })?;
         // SAFETY: both out pointers are checked non-NULL and writable per the
         // contract; the chain is set once and lives as long as the socket.
@@ -194,10 +236,16 @@ pub extern "C" fn sslsocket_peer_certificate_der(
 /// The negotiated ALPN protocol (string-out convention; "" when none).
 /// SSLSERVER_ERROR_INVALID_STATE before the handshake completes.
 #[no_mangle]
-pub extern "C" fn sslsocket_alpn_protocol(s: *const Connection, buf: *mut c_char, len: usize, out_n: *mut usize) -> sslserver_result {
+pub extern "C" fn sslsocket_alpn_protocol(
+    s: *const Connection,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> sslserver_result {
     with_socket(s, |s| {
         let info = s.session().ok_or_else(not_handshaken)?;
-        let alpn = String::from_utf8_lossy(info.alpn_protocol.as_deref().unwrap_or_default()).into_owned();
+        let alpn =
+            String::from_utf8_lossy(info.alpn_protocol.as_deref().unwrap_or_default()).into_owned();
         // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
         unsafe { copy_out(&alpn, buf, len, out_n) }
     })
@@ -206,7 +254,12 @@ pub extern "C" fn sslsocket_alpn_protocol(s: *const Connection, buf: *mut c_char
 /// The host name the client asked for with SNI (string-out convention; ""
 /// when none). SSLSERVER_ERROR_INVALID_STATE before the handshake completes.
 #[no_mangle]
-pub extern "C" fn sslsocket_server_name(s: *const Connection, buf: *mut c_char, len: usize, out_n: *mut usize) -> sslserver_result {
+pub extern "C" fn sslsocket_server_name(
+    s: *const Connection,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> sslserver_result {
     with_socket(s, |s| {
         let info = s.session().ok_or_else(not_handshaken)?;
         let name = info.server_name.clone().unwrap_or_default();
@@ -223,9 +276,15 @@ pub extern "C" fn sslsocket_ssl_handshake_error_count(s: *const Connection) -> u
 
 /// Certificate error `index` of the handshake; NONE when out of range.
 #[no_mangle]
-pub extern "C" fn sslsocket_ssl_handshake_error(s: *const Connection, index: usize) -> SslErrorCode {
+pub extern "C" fn sslsocket_ssl_handshake_error(
+    s: *const Connection,
+    index: usize,
+) -> SslErrorCode {
     read_socket(s, SslErrorCode::None, |s| {
-        s.ssl_handshake_errors().get(index).copied().unwrap_or(SslErrorCode::None)
+        s.ssl_handshake_errors()
+            .get(index)
+            .copied()
+            .unwrap_or(SslErrorCode::None)
     })
 }
 

@@ -7,11 +7,14 @@ use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use sslserver::{
-    AlertLevel, AlertType, Event, EventKind, PeerVerifyMode, Server, SocketError, SslErrorCode, TlsConfig,
+    AlertLevel, AlertType, Event, EventKind, PeerVerifyMode, Server, SocketError, SslErrorCode,
+    TlsConfig,
 };
 
 /// Generous bound for things that should happen "soon" on a loaded machine.
@@ -51,11 +54,22 @@ impl TestCa {
             key_pem: key.serialize_pem(),
             cert_der: cert.der().clone(),
         };
-        TestCa { params, key, identity }
+        TestCa {
+            params,
+            key,
+            identity,
+        }
     }
 
-    fn issue_with(&self, names: &[&str], usage: ExtendedKeyUsagePurpose, expired: bool) -> Identity {
-        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    fn issue_with(
+        &self,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        expired: bool,
+    ) -> Identity {
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         params.distinguished_name.push(DnType::CommonName, names[0]);
         params.extended_key_usages = vec![usage];
         if expired {
@@ -73,7 +87,11 @@ impl TestCa {
     }
 
     pub fn server(&self) -> Identity {
-        self.issue_with(&["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth, false)
+        self.issue_with(
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            false,
+        )
     }
 
     pub fn client(&self, name: &str) -> Identity {
@@ -101,11 +119,17 @@ pub fn self_signed(name: &str) -> Identity {
 /// A server configuration with `identity` and the given verification.
 pub fn server_config(identity: &Identity, mode: PeerVerifyMode, ca: Option<&TestCa>) -> TlsConfig {
     let mut config = TlsConfig::new();
-    config.set_certificate_chain_pem(identity.cert_pem.as_bytes()).unwrap();
-    config.set_private_key_pem(identity.key_pem.as_bytes(), None).unwrap();
+    config
+        .set_certificate_chain_pem(identity.cert_pem.as_bytes())
+        .unwrap();
+    config
+        .set_private_key_pem(identity.key_pem.as_bytes(), None)
+        .unwrap();
     config.set_peer_verify_mode(mode);
     if let Some(ca) = ca {
-        config.add_ca_certificates_pem(ca.identity.cert_pem.as_bytes()).unwrap();
+        config
+            .add_ca_certificates_pem(ca.identity.cert_pem.as_bytes())
+            .unwrap();
     }
     config
 }
@@ -134,7 +158,11 @@ impl TestServer {
         setup(&server);
         server.listen(Some("127.0.0.1"), 0).unwrap();
         let port = server.local_addr().unwrap().port();
-        TestServer { server, port, events }
+        TestServer {
+            server,
+            port,
+            events,
+        }
     }
 
     pub fn addr(&self) -> String {
@@ -166,7 +194,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn attach(server: &Server, react: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Arc<Self> {
+    pub fn attach(
+        server: &Server,
+        react: impl Fn(&Event<'_>) + Send + Sync + 'static,
+    ) -> Arc<Self> {
         let recorder = Arc::new(Recorder::default());
         let react = Arc::new(react);
         for raw in 0..EventKind::COUNT as i32 {
@@ -175,7 +206,10 @@ impl Recorder {
             server.set_callback(
                 kind,
                 Some(Arc::new(move |event: &Event<'_>| {
-                    assert!(!event.description.is_empty(), "every event has a description");
+                    assert!(
+                        !event.description.is_empty(),
+                        "every event has a description"
+                    );
                     recorder.push(Recorded {
                         kind: event.kind,
                         peer_port: event.connection.map(|c| c.peer_addr().port()),
@@ -202,7 +236,10 @@ impl Recorder {
     }
 
     pub fn of(&self, port: u16) -> Vec<Recorded> {
-        self.all().into_iter().filter(|e| e.peer_port == Some(port)).collect()
+        self.all()
+            .into_iter()
+            .filter(|e| e.peer_port == Some(port))
+            .collect()
     }
 
     /// Waits until `pred` holds for the recorded events, or panics after `SOON`.
@@ -214,7 +251,11 @@ impl Recorder {
                 return events.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {what}; events: {:#?}", *events);
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; events: {:#?}",
+                *events
+            );
             events = self.arrived.wait_timeout(events, left).unwrap().0;
         }
     }
@@ -225,7 +266,10 @@ impl Recorder {
         self.wait_until(&format!("the end of connection :{port}"), |events| {
             events.iter().any(|e| {
                 e.peer_port == Some(port)
-                    && matches!(e.kind, EventKind::PendingConnectionAvailable | EventKind::ErrorOccurred)
+                    && matches!(
+                        e.kind,
+                        EventKind::PendingConnectionAvailable | EventKind::ErrorOccurred
+                    )
             })
         });
         self.of(port)
@@ -237,7 +281,11 @@ impl Recorder {
 }
 
 /// A rustls client config trusting `ca`, with an optional client identity.
-pub fn client_config(ca: &CertificateDer<'static>, identity: Option<&Identity>, alpn: &[&str]) -> Arc<ClientConfig> {
+pub fn client_config(
+    ca: &CertificateDer<'static>,
+    identity: Option<&Identity>,
+    alpn: &[&str],
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let builder = ClientConfig::builder().with_root_certificates(roots);
@@ -259,7 +307,10 @@ pub fn connect(port: u16, config: Arc<ClientConfig>) -> Result<Client, std::io::
 }
 
 /// As [`connect`], to any address.
-pub fn connect_to(addr: impl std::net::ToSocketAddrs, config: Arc<ClientConfig>) -> Result<Client, std::io::Error> {
+pub fn connect_to(
+    addr: impl std::net::ToSocketAddrs,
+    config: Arc<ClientConfig>,
+) -> Result<Client, std::io::Error> {
     let tcp = TcpStream::connect(addr)?;
     tcp.set_read_timeout(Some(SOON))?;
     let name = ServerName::try_from("localhost").unwrap();
@@ -290,7 +341,10 @@ pub fn echo_roundtrip(client: &mut Client, data: &[u8]) -> Vec<u8> {
 pub fn spawn_echo(server: &Arc<Server>) -> std::thread::JoinHandle<()> {
     let server = server.clone();
     std::thread::spawn(move || {
-        assert_eq!(server.wait_for_new_connection(Some(SOON)), sslserver::WaitOutcome::Ready);
+        assert_eq!(
+            server.wait_for_new_connection(Some(SOON)),
+            sslserver::WaitOutcome::Ready
+        );
         let conn = server.next_pending_connection().unwrap();
         let mut buf = vec![0u8; 64 * 1024];
         while let Ok(n) = conn.read(&mut buf) {
@@ -320,7 +374,8 @@ pub fn closed_by_server(stream: &mut TcpStream) -> bool {
 pub fn client_hello() -> Vec<u8> {
     let ca = self_signed("unused");
     let config = client_config(&ca.cert_der, None, &[]);
-    let mut conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut conn =
+        ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
     let mut hello = Vec::new();
     conn.write_tls(&mut hello).unwrap();
     hello
