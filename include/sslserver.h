@@ -93,6 +93,37 @@ typedef enum sslserver_protocol {
   SSLSERVER_PROTOCOL_TLS_V1_3_OR_LATER = 13,
 } sslserver_protocol;
 
+// A certificate verification error: `QSslError::SslError`, same numbers.
+typedef enum sslserver_ssl_error_code {
+  SSLSERVER_SSL_ERROR_UNSPECIFIED = -1,
+  SSLSERVER_SSL_ERROR_NONE = 0,
+  SSLSERVER_SSL_ERROR_UNABLE_TO_GET_ISSUER_CERTIFICATE = 1,
+  SSLSERVER_SSL_ERROR_UNABLE_TO_DECRYPT_CERTIFICATE_SIGNATURE = 2,
+  SSLSERVER_SSL_ERROR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY = 3,
+  SSLSERVER_SSL_ERROR_CERTIFICATE_SIGNATURE_FAILED = 4,
+  SSLSERVER_SSL_ERROR_CERTIFICATE_NOT_YET_VALID = 5,
+  SSLSERVER_SSL_ERROR_CERTIFICATE_EXPIRED = 6,
+  SSLSERVER_SSL_ERROR_INVALID_NOT_BEFORE_FIELD = 7,
+  SSLSERVER_SSL_ERROR_INVALID_NOT_AFTER_FIELD = 8,
+  SSLSERVER_SSL_ERROR_SELF_SIGNED_CERTIFICATE = 9,
+  SSLSERVER_SSL_ERROR_SELF_SIGNED_CERTIFICATE_IN_CHAIN = 10,
+  SSLSERVER_SSL_ERROR_UNABLE_TO_GET_LOCAL_ISSUER_CERTIFICATE = 11,
+  SSLSERVER_SSL_ERROR_UNABLE_TO_VERIFY_FIRST_CERTIFICATE = 12,
+  SSLSERVER_SSL_ERROR_CERTIFICATE_REVOKED = 13,
+  SSLSERVER_SSL_ERROR_INVALID_CA_CERTIFICATE = 14,
+  SSLSERVER_SSL_ERROR_PATH_LENGTH_EXCEEDED = 15,
+  SSLSERVER_SSL_ERROR_INVALID_PURPOSE = 16,
+  SSLSERVER_SSL_ERROR_CERTIFICATE_UNTRUSTED = 17,
+  SSLSERVER_SSL_ERROR_CERTIFICATE_REJECTED = 18,
+  SSLSERVER_SSL_ERROR_SUBJECT_ISSUER_MISMATCH = 19,
+  SSLSERVER_SSL_ERROR_AUTHORITY_ISSUER_SERIAL_NUMBER_MISMATCH = 20,
+  SSLSERVER_SSL_ERROR_NO_PEER_CERTIFICATE = 21,
+  SSLSERVER_SSL_ERROR_HOST_NAME_MISMATCH = 22,
+  SSLSERVER_SSL_ERROR_NO_SSL_SUPPORT = 23,
+  SSLSERVER_SSL_ERROR_CERTIFICATE_BLACKLISTED = 24,
+  SSLSERVER_SSL_ERROR_CERTIFICATE_STATUS_UNKNOWN = 25,
+} sslserver_ssl_error_code;
+
 // Why a socket failed: `QAbstractSocket::SocketError`, same numbers.
 typedef enum sslserver_socket_error {
   SSLSERVER_SOCKET_ERROR_UNKNOWN = -1,
@@ -146,37 +177,6 @@ typedef enum sslserver_event_kind {
   // `accept()` failed, for example with EMFILE (`acceptError`).
   SSLSERVER_EVENT_ACCEPT_ERROR = 10,
 } sslserver_event_kind;
-
-// A certificate verification error: `QSslError::SslError`, same numbers.
-typedef enum sslserver_ssl_error_code {
-  SSLSERVER_SSL_ERROR_UNSPECIFIED = -1,
-  SSLSERVER_SSL_ERROR_NONE = 0,
-  SSLSERVER_SSL_ERROR_UNABLE_TO_GET_ISSUER_CERTIFICATE = 1,
-  SSLSERVER_SSL_ERROR_UNABLE_TO_DECRYPT_CERTIFICATE_SIGNATURE = 2,
-  SSLSERVER_SSL_ERROR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY = 3,
-  SSLSERVER_SSL_ERROR_CERTIFICATE_SIGNATURE_FAILED = 4,
-  SSLSERVER_SSL_ERROR_CERTIFICATE_NOT_YET_VALID = 5,
-  SSLSERVER_SSL_ERROR_CERTIFICATE_EXPIRED = 6,
-  SSLSERVER_SSL_ERROR_INVALID_NOT_BEFORE_FIELD = 7,
-  SSLSERVER_SSL_ERROR_INVALID_NOT_AFTER_FIELD = 8,
-  SSLSERVER_SSL_ERROR_SELF_SIGNED_CERTIFICATE = 9,
-  SSLSERVER_SSL_ERROR_SELF_SIGNED_CERTIFICATE_IN_CHAIN = 10,
-  SSLSERVER_SSL_ERROR_UNABLE_TO_GET_LOCAL_ISSUER_CERTIFICATE = 11,
-  SSLSERVER_SSL_ERROR_UNABLE_TO_VERIFY_FIRST_CERTIFICATE = 12,
-  SSLSERVER_SSL_ERROR_CERTIFICATE_REVOKED = 13,
-  SSLSERVER_SSL_ERROR_INVALID_CA_CERTIFICATE = 14,
-  SSLSERVER_SSL_ERROR_PATH_LENGTH_EXCEEDED = 15,
-  SSLSERVER_SSL_ERROR_INVALID_PURPOSE = 16,
-  SSLSERVER_SSL_ERROR_CERTIFICATE_UNTRUSTED = 17,
-  SSLSERVER_SSL_ERROR_CERTIFICATE_REJECTED = 18,
-  SSLSERVER_SSL_ERROR_SUBJECT_ISSUER_MISMATCH = 19,
-  SSLSERVER_SSL_ERROR_AUTHORITY_ISSUER_SERIAL_NUMBER_MISMATCH = 20,
-  SSLSERVER_SSL_ERROR_NO_PEER_CERTIFICATE = 21,
-  SSLSERVER_SSL_ERROR_HOST_NAME_MISMATCH = 22,
-  SSLSERVER_SSL_ERROR_NO_SSL_SUPPORT = 23,
-  SSLSERVER_SSL_ERROR_CERTIFICATE_BLACKLISTED = 24,
-  SSLSERVER_SSL_ERROR_CERTIFICATE_STATUS_UNKNOWN = 25,
-} sslserver_ssl_error_code;
 
 // The level of a TLS alert: `QSsl::AlertLevel`.
 typedef enum sslserver_alert_level {
@@ -258,6 +258,13 @@ typedef struct sslserver_ssl_error {
   const uint8_t *certificate_der;
   size_t certificate_der_len;
 } sslserver_ssl_error;
+
+// Client mode: decides whether to go on despite the server certificate's
+// errors (`count` >= 1). Return true to accept the certificate. Runs on the
+// thread calling sslsocket_connect_encrypted, during the call.
+typedef bool (*sslconfig_ssl_errors_callback)(const struct sslserver_ssl_error *errors,
+                                              size_t count,
+                                              void *userdata);
 
 // An event, valid during the callback only.
 typedef struct sslserver_event {
@@ -405,6 +412,20 @@ enum sslserver_result sslconfig_certificate_chain_pem(const struct sslconfig *cf
                                                       size_t len,
                                                       size_t *out_n);
 
+// Client mode (sslsocket_connect_encrypted): server-certificate errors to
+// accept without asking, like Qt's ignoreSslErrors(list). A handshake goes
+// on when every error found is in this list. count 0 clears it.
+enum sslserver_result sslconfig_set_ignored_ssl_errors(struct sslconfig *cfg,
+                                                       const sslserver_ssl_error_code *codes,
+                                                       size_t count);
+
+// Client mode: `cb` is asked about server-certificate errors not ignored
+// up front, on the connecting thread; returning true accepts the
+// certificate. NULL removes it. Copies of the configuration share it.
+enum sslserver_result sslconfig_set_ssl_errors_callback(struct sslconfig *cfg,
+                                                        sslconfig_ssl_errors_callback cb,
+                                                        void *userdata);
+
 // The name of an event kind, e.g. "NEW_CONNECTION"; never NULL.
 const char *sslserver_event_kind_name(sslserver_event_kind kind);
 
@@ -525,6 +546,28 @@ enum sslserver_result sslserver_register_callback(struct sslserver *server,
                                                   sslserver_callback cb,
                                                   void *userdata);
 
+// Client mode (QSslSocket::connectToHostEncrypted): resolves `host`,
+// connects to `port` (IPv4 or IPv6) and performs the TLS handshake, all
+// within `msecs` (-1 = no limit; DNS resolution itself is not bounded).
+// The server's certificate is verified (VERIFY_PEER unless `cfg` says
+// otherwise) against the system's trust store plus the CAs in `cfg`, for
+// `peer_verify_name` (NULL = `host`). Errors listed with
+// sslconfig_set_ignored_ssl_errors, or accepted by the callback of
+// sslconfig_set_ssl_errors_callback, do not stop it. The certificate and
+// key of `cfg`, if set, answer a request for a client certificate. `cfg`
+// may be NULL (defaults). Sessions are resumed across connections made with
+// the same `cfg` (and its copies).
+// On success `*out` is an encrypted socket on which every sslsocket_* call
+// works; free it with sslsocket_free. A rejected certificate gives
+// SSLSERVER_ERROR_TLS with each error's name and Qt code in
+// sslserver_last_error_message; a timeout SSLSERVER_ERROR_TIMEOUT.
+enum sslserver_result sslsocket_connect_encrypted(const char *host,
+                                                  uint16_t port,
+                                                  const struct sslconfig *cfg,
+                                                  const char *peer_verify_name,
+                                                  int msecs,
+                                                  struct sslsocket **out);
+
 // Reads decrypted bytes into `buf` (`len` > 0), blocking until at least one
 // is available. `*out_n = 0` means the peer closed cleanly (close_notify).
 // SSLSERVER_ERROR_CLOSED when the peer closed TCP without close_notify or
@@ -560,17 +603,17 @@ enum sslserver_result sslsocket_error_string(const struct sslsocket *s,
                                              size_t len,
                                              size_t *out_n);
 
-// The client's address, e.g. "127.0.0.1" or "::1" (IPv4 clients of a
+// The peer's address, e.g. "127.0.0.1" or "::1" (IPv4 clients of a
 // dual-stack server appear as IPv4). Readable in every event.
 enum sslserver_result sslsocket_peer_address(const struct sslsocket *s,
                                              char *buf,
                                              size_t len,
                                              size_t *out_n);
 
-// The client's port; 0 for NULL.
+// The peer's port; 0 for NULL.
 uint16_t sslsocket_peer_port(const struct sslsocket *s);
 
-// The server-side port of the connection; 0 for NULL.
+// The local port of the connection; 0 for NULL.
 uint16_t sslsocket_local_port(const struct sslsocket *s);
 
 // The negotiated version (TLS_V1_2 or TLS_V1_3); UNKNOWN before the
@@ -584,11 +627,22 @@ enum sslserver_result sslsocket_session_cipher(const struct sslsocket *s,
                                                size_t len,
                                                size_t *out_n);
 
-// How many certificates the client presented (0 if none).
+// Whether the session was resumed (client mode: a ticket from an earlier
+// connection with the same sslconfig was accepted).
+bool sslsocket_session_resumed(const struct sslsocket *s);
+
+// The subject of the peer's certificate, e.g. "CN=localhost"
+// (string-out convention). SSLSERVER_ERROR_INVALID_STATE if the peer sent none.
+enum sslserver_result sslsocket_peer_certificate_subject(const struct sslsocket *s,
+                                                         char *buf,
+                                                         size_t len,
+                                                         size_t *out_n);
+
+// How many certificates the peer presented (0 if none).
 size_t sslsocket_peer_certificate_chain_length(const struct sslsocket *s);
 
-// The DER bytes of certificate `index` of the client's chain (0 is the
-// client's own). The bytes live as long as `s`. SSLSERVER_ERROR_INVALID_ARGUMENT
+// The DER bytes of certificate `index` of the peer's chain (0 is the
+// peer's own). The bytes live as long as `s`. SSLSERVER_ERROR_INVALID_ARGUMENT
 // for an index out of range.
 enum sslserver_result sslsocket_peer_certificate_der(const struct sslsocket *s,
                                                      size_t index,

@@ -18,7 +18,12 @@ use rustls::SupportedProtocolVersion;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::types::{PeerVerifyMode, Protocol};
+use crate::events::SslError;
+use crate::types::{PeerVerifyMode, Protocol, SslErrorCode};
+
+/// Decides, in client mode, whether to go on despite the server
+/// certificate's errors (true = go on).
+pub type SslErrorsCallback = Arc<dyn Fn(&[SslError]) -> bool + Send + Sync>;
 
 /// The one crypto provider of the library: aws-lc-rs (see the README for why).
 pub fn crypto_provider() -> &'static Arc<CryptoProvider> {
@@ -36,6 +41,15 @@ pub struct TlsConfig {
     protocol: Protocol,
     alpn_protocols: Vec<Vec<u8>>,
     interrupt_on_error: bool,
+    /// Client mode: certificate errors accepted up front (`ignoreSslErrors(list)`).
+    ignored_errors: Vec<SslErrorCode>,
+    /// Client mode: the application's decision on certificate errors.
+    ssl_errors_callback: Option<SslErrorsCallback>,
+    /// Client mode: the rustls client config built from this one on first
+    /// use, shared by unchanged copies (rustls resumes a session only with
+    /// the same verifier and client-certificate objects). Every change
+    /// starts a fresh slot.
+    client_context: Arc<parking_lot::Mutex<Option<Arc<rustls::ClientConfig>>>>,
 }
 
 impl Default for TlsConfig {
@@ -48,6 +62,9 @@ impl Default for TlsConfig {
             protocol: Protocol::SecureProtocols,
             alpn_protocols: Vec::new(),
             interrupt_on_error: false,
+            ignored_errors: Vec::new(),
+            ssl_errors_callback: None,
+            client_context: Arc::default(),
         }
     }
 }
@@ -75,6 +92,7 @@ impl TlsConfig {
         if let Some(key) = &self.key {
             check_key_matches(&chain, key)?;
         }
+        self.changed();
         self.chain = chain;
         Ok(())
     }
@@ -92,6 +110,7 @@ impl TlsConfig {
         if !self.chain.is_empty() {
             check_key_matches(&self.chain, &key)?;
         }
+        self.changed();
         self.key = Some(key);
         Ok(())
     }
@@ -121,6 +140,7 @@ impl TlsConfig {
         let cert = params.self_signed(&key_pair).map_err(invalid)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
         let key = load_signing_key(key_der)?;
+        self.changed();
         self.chain = vec![cert.der().clone()];
         self.key = Some(key);
         Ok(())
@@ -129,6 +149,7 @@ impl TlsConfig {
     /// Adds trusted CA certificates for client-certificate verification.
     pub fn add_ca_certificates_pem(&mut self, pem: &[u8]) -> Result<()> {
         let certs = parse_certificates(pem)?;
+        self.changed();
         self.ca_certificates.extend(certs);
         Ok(())
     }
@@ -140,11 +161,13 @@ impl TlsConfig {
     }
 
     pub fn set_peer_verify_mode(&mut self, mode: PeerVerifyMode) {
+        self.changed();
         self.verify_mode = mode;
     }
 
     pub fn set_protocol(&mut self, protocol: Protocol) -> Result<()> {
         protocol_versions(protocol)?;
+        self.changed();
         self.protocol = protocol;
         Ok(())
     }
@@ -157,12 +180,43 @@ impl TlsConfig {
                 bad.len()
             )));
         }
+        self.changed();
         self.alpn_protocols = protocols.to_vec();
         Ok(())
     }
 
     pub fn set_handshake_must_interrupt_on_error(&mut self, interrupt: bool) {
         self.interrupt_on_error = interrupt;
+    }
+
+    /// Client mode: server-certificate errors to accept without asking.
+    pub fn set_ignored_ssl_errors(&mut self, codes: &[SslErrorCode]) {
+        self.changed();
+        self.ignored_errors = codes.to_vec();
+    }
+
+    pub fn ignored_ssl_errors(&self) -> &[SslErrorCode] {
+        &self.ignored_errors
+    }
+
+    /// Client mode: asked about server-certificate errors not ignored up front.
+    pub fn set_ssl_errors_callback(&mut self, callback: Option<SslErrorsCallback>) {
+        self.changed();
+        self.ssl_errors_callback = callback;
+    }
+
+    pub fn ssl_errors_callback(&self) -> Option<SslErrorsCallback> {
+        self.ssl_errors_callback.clone()
+    }
+
+    /// The client context slot (see the field).
+    pub(crate) fn client_context(&self) -> &parking_lot::Mutex<Option<Arc<rustls::ClientConfig>>> {
+        &self.client_context
+    }
+
+    /// Every change invalidates the client context built from the old state.
+    fn changed(&mut self) {
+        self.client_context = Arc::default();
     }
 
     pub fn certificate_chain(&self) -> &[CertificateDer<'static>] {

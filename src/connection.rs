@@ -12,17 +12,20 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use rustls::pki_types::CertificateDer;
-use rustls::ServerConnection;
 
 use crate::error::{os_reason, Error, ErrorKind, Result};
 use crate::events::SslError;
 use crate::types::{Protocol, SocketError, SocketState, SslErrorCode};
+
+/// Connection threads run C callbacks, so they get more than the minimum,
+/// but far less than the 8 MiB default: only touched pages cost memory.
+pub(crate) const THREAD_STACK_SIZE: usize = 256 * 1024;
 
 /// At most this much plaintext is encrypted per socket write, so one huge
 /// `sslsocket_write` does not build one huge buffer.
@@ -35,8 +38,11 @@ pub struct SessionInfo {
     /// IANA name, e.g. `TLS_AES_256_GCM_SHA384`.
     pub cipher: String,
     pub alpn_protocol: Option<Vec<u8>>,
-    /// The SNI host name the client asked for.
+    /// The SNI host name: the one the client asked for (server side), or
+    /// the one verified (client side).
     pub server_name: Option<String>,
+    /// The session was resumed (a TLS 1.3 ticket or TLS 1.2 session ID).
+    pub resumed: bool,
 }
 
 /// The handshake's verification record, which callbacks read and steer.
@@ -93,7 +99,7 @@ enum Input {
 /// The state the lock protects.
 struct Io {
     /// `None` until the handshake completes (the handshake owns it until then).
-    tls: Option<ServerConnection>,
+    tls: Option<rustls::Connection>,
     /// Encrypted records produced but not yet sent, in order.
     outgoing: Vec<u8>,
     /// Decrypted bytes waiting in rustls for the application.
@@ -250,13 +256,20 @@ impl Connection {
         self.io.lock().fail(error, text);
     }
 
-    /// The client's certificate chain, leaf first (empty if it sent none).
+    /// The peer's certificate chain, leaf first (empty if it sent none).
     pub fn peer_certificate_chain(&self) -> &[CertificateDer<'static>] {
         self.verification
             .peer_chain
             .get()
             .map(Vec::as_slice)
             .unwrap_or(&[])
+    }
+
+    /// The subject of the peer's certificate, e.g. `CN=localhost`.
+    pub fn peer_certificate_subject(&self) -> Option<String> {
+        let leaf = self.peer_certificate_chain().first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        Some(cert.subject().to_string())
     }
 
     /// The certificate errors found during the handshake.
@@ -279,8 +292,9 @@ impl Connection {
             .store(true, Ordering::Release);
     }
 
-    /// Takes over the completed handshake.
-    pub(crate) fn install(&self, mut tls: ServerConnection) {
+    /// Takes over the completed handshake. `server_name` is the SNI name
+    /// (received on a server, verified on a client).
+    pub(crate) fn install(&self, mut tls: rustls::Connection, server_name: Option<String>) {
         let info = SessionInfo {
             protocol: match tls.protocol_version() {
                 Some(rustls::ProtocolVersion::TLSv1_3) => Protocol::TlsV1_3,
@@ -292,7 +306,8 @@ impl Connection {
                 .map(|s| iana_cipher_name(s.suite()))
                 .unwrap_or_default(),
             alpn_protocol: tls.alpn_protocol().map(<[u8]>::to_vec),
-            server_name: tls.server_name().map(str::to_string),
+            server_name,
+            resumed: tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         };
         if let Some(chain) = tls.peer_certificates() {
             let _ = self
@@ -460,6 +475,18 @@ impl Connection {
             let _ = self.disconnect_from_host();
         }
         self.abort();
+    }
+
+    /// Starts a thread that runs the reader loop (client mode; a server's
+    /// connection thread becomes the reader itself).
+    pub(crate) fn spawn_reader(self: &Arc<Self>) -> io::Result<()> {
+        let connection = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("sslserver-conn".into())
+            .stack_size(THREAD_STACK_SIZE)
+            .spawn(move || connection.run_reader())?;
+        self.set_thread(handle);
+        Ok(())
     }
 
     /// The reader loop, run by the connection's thread after the handshake

@@ -36,7 +36,7 @@ pub(crate) struct HandshakeDeadline {
 }
 
 /// The deadline has passed.
-struct Expired;
+pub(crate) struct Expired;
 
 impl HandshakeDeadline {
     /// `timeout_ms` from now; -1 means none.
@@ -47,8 +47,12 @@ impl HandshakeDeadline {
         HandshakeDeadline { at, timeout_ms }
     }
 
+    pub(crate) fn timeout_ms(&self) -> i32 {
+        self.timeout_ms
+    }
+
     /// Time left (`None` = no deadline).
-    fn remaining(&self) -> Result<Option<Duration>, Expired> {
+    pub(crate) fn remaining(&self) -> Result<Option<Duration>, Expired> {
         match self.at {
             None => Ok(None),
             Some(at) => match at.checked_duration_since(Instant::now()) {
@@ -61,7 +65,7 @@ impl HandshakeDeadline {
 }
 
 /// Why a handshake did not complete.
-enum Failure {
+pub(crate) enum Failure {
     Timeout,
     PeerClosed,
     NotTls(u8),
@@ -86,7 +90,7 @@ pub(crate) fn perform(
     tls: &ServerTls,
     events: &EventSink,
     deadline: HandshakeDeadline,
-) -> Option<ServerConnection> {
+) -> Option<rustls::Connection> {
     events.emit(EventKind::NewConnection, || {
         Event::new(EventKind::NewConnection, Some(connection))
             .describe(format!("new connection from {}", connection.peer_display()))
@@ -107,7 +111,7 @@ fn drive(
     tls: &ServerTls,
     events: &EventSink,
     deadline: HandshakeDeadline,
-) -> Result<ServerConnection, Failure> {
+) -> Result<rustls::Connection, Failure> {
     let first = first_byte(connection, deadline)?;
     if first != HANDSHAKE_RECORD {
         return Err(Failure::NotTls(first));
@@ -119,21 +123,39 @@ fn drive(
     let config = tls
         .for_connection(connection, events)
         .map_err(|e| Failure::Internal(e.to_string()))?;
-    let mut server = ServerConnection::new(config).map_err(|e| Failure::Internal(e.to_string()))?;
-    while server.is_handshaking() {
-        send_pending(connection, &mut server, deadline)?;
-        read_some(connection, &mut server, deadline)?;
-        if let Err(err) = server.process_new_packets() {
+    let server = ServerConnection::new(config).map_err(|e| Failure::Internal(e.to_string()))?;
+    let mut server = rustls::Connection::Server(server);
+    complete(connection, &mut server, deadline)?;
+    Ok(server)
+}
+
+/// Drives either side's handshake to completion (or failure) within the deadline.
+pub(crate) fn complete(
+    connection: &Connection,
+    tls: &mut rustls::Connection,
+    deadline: HandshakeDeadline,
+) -> Result<(), Failure> {
+    while tls.is_handshaking() {
+        send_pending(connection, tls, deadline)?;
+        read_some(connection, tls, deadline)?;
+        if let Err(err) = tls.process_new_packets() {
             let mut alert = Vec::new();
-            while server.wants_write() {
-                let _ = server.write_tls(&mut alert);
+            while tls.wants_write() {
+                let _ = tls.write_tls(&mut alert);
             }
             return Err(Failure::Tls(err, alert));
         }
     }
-    // Session tickets (TLS 1.3) follow the handshake.
-    send_pending(connection, &mut server, deadline)?;
-    Ok(server)
+    // The last flight (and TLS 1.3 session tickets) follow.
+    send_pending(connection, tls, deadline)
+}
+
+/// The SNI name a client asked for.
+pub(crate) fn requested_server_name(tls: &rustls::Connection) -> Option<String> {
+    match tls {
+        rustls::Connection::Server(server) => server.server_name().map(str::to_string),
+        rustls::Connection::Client(_) => None,
+    }
 }
 
 /// VERIFY_PEER without a client certificate gets here only when the
@@ -142,8 +164,8 @@ fn check_missing_certificate(
     connection: &Arc<Connection>,
     tls: &ServerTls,
     events: &EventSink,
-    server: ServerConnection,
-) -> Result<ServerConnection, Failure> {
+    server: rustls::Connection,
+) -> Result<rustls::Connection, Failure> {
     if let Some(policy) = tls.client_auth() {
         if policy.mode() == PeerVerifyMode::VerifyPeer && server.peer_certificates().is_none() {
             let errors = [SslError::new(SslErrorCode::NoPeerCertificate, None)];
@@ -176,7 +198,7 @@ fn first_byte(connection: &Connection, deadline: HandshakeDeadline) -> Result<u8
 
 fn read_some(
     connection: &Connection,
-    server: &mut ServerConnection,
+    tls: &mut rustls::Connection,
     deadline: HandshakeDeadline,
 ) -> Result<(), Failure> {
     loop {
@@ -184,7 +206,7 @@ fn read_some(
             .stream()
             .set_read_timeout(deadline.remaining()?)
             .map_err(Failure::Io)?;
-        match server.read_tls(&mut connection.stream()) {
+        match tls.read_tls(&mut connection.stream()) {
             Ok(0) => return Err(Failure::PeerClosed),
             Ok(_) => return Ok(()),
             Err(e) if is_retryable(&e) => continue,
@@ -195,15 +217,15 @@ fn read_some(
 
 fn send_pending(
     connection: &Connection,
-    server: &mut ServerConnection,
+    tls: &mut rustls::Connection,
     deadline: HandshakeDeadline,
 ) -> Result<(), Failure> {
-    while server.wants_write() {
+    while tls.wants_write() {
         connection
             .stream()
             .set_write_timeout(deadline.remaining()?)
             .map_err(Failure::Io)?;
-        match server.write_tls(&mut connection.stream()) {
+        match tls.write_tls(&mut connection.stream()) {
             Ok(_) => {}
             Err(e) if is_retryable(&e) => {}
             Err(e) => return Err(Failure::Io(e)),

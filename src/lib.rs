@@ -8,6 +8,7 @@
 //! is the thin C layer the header `include/sslserver.h` is generated from.
 
 mod accept;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod error;
@@ -19,7 +20,8 @@ mod tls;
 pub mod types;
 mod verify;
 
-pub use config::TlsConfig;
+pub use client::connect_encrypted;
+pub use config::{SslErrorsCallback, TlsConfig};
 pub use connection::{Connection, SessionInfo};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Callback, Event, SslError};

@@ -30,9 +30,6 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: i32 = 5000;
 pub const DEFAULT_MAX_PENDING_CONNECTIONS: i32 = 30;
 pub const DEFAULT_MAX_CONCURRENT_HANDSHAKES: i32 = 1024;
 pub const DEFAULT_LISTEN_BACKLOG: i32 = 50;
-/// Connection threads run C callbacks, so they get more than the minimum,
-/// but far less than the 8 MiB default: only touched pages cost memory.
-const CONNECTION_STACK_SIZE: usize = 256 * 1024;
 
 /// What `wait_for_new_connection` saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -512,7 +509,7 @@ impl Session {
         let for_thread = connection.clone();
         let spawned = std::thread::Builder::new()
             .name("sslserver-conn".into())
-            .stack_size(CONNECTION_STACK_SIZE)
+            .stack_size(crate::connection::THREAD_STACK_SIZE)
             .spawn(move || {
                 // A bug in one connection must not leak its handshake slot
                 // or leave its client hanging.
@@ -548,11 +545,12 @@ impl Session {
             Some(tls) => handshake::perform(&connection, &tls, &self.events, deadline),
             None => None,
         };
-        let Some(server_connection) = handshaken else {
+        let Some(tls) = handshaken else {
             self.forget(id);
             return;
         };
-        connection.install(server_connection);
+        let server_name = handshake::requested_server_name(&tls);
+        connection.install(tls, server_name);
         if !self.enqueue(id, &connection) {
             connection.release();
             return;

@@ -1,5 +1,6 @@
-//! Client-certificate verification with Qt's semantics, as a rustls
-//! `ClientCertVerifier`.
+//! Certificate verification with Qt's semantics: of client certificates on
+//! a server (a rustls `ClientCertVerifier`), and of the server's certificate
+//! in client mode (a `ServerCertVerifier`).
 //!
 //! webpki decides whether a chain is trusted; this module turns its verdict
 //! into Qt-numbered errors, reports them as events in Qt's order, and lets the
@@ -11,13 +12,14 @@
 
 use std::sync::{Arc, Weak};
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
 
-use crate::config::{crypto_provider, TlsConfig};
+use crate::config::{crypto_provider, SslErrorsCallback, TlsConfig};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventSink, SslError};
@@ -89,33 +91,44 @@ impl ClientAuthPolicy {
                 CertificateError::UnknownIssuer,
             )),
         };
-        let leaf = Some(end_entity.clone().into_owned());
-        let mut codes = Vec::new();
-        if let Err(err) = &verdict {
-            codes.push(classify(err, end_entity, intermediates));
-        }
-        // webpki stops at the first problem; Qt (like OpenSSL) also reports
-        // the leaf's validity period when the issuer is the problem.
-        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(end_entity.as_ref()) {
-            let now = now.as_secs() as i64;
-            if cert.validity().not_after.timestamp() < now {
-                codes.push(SslErrorCode::CertificateExpired);
-            }
-            if cert.validity().not_before.timestamp() > now {
-                codes.push(SslErrorCode::CertificateNotYetValid);
-            }
-        }
-        let mut errors: Vec<SslError> = Vec::new();
-        for code in codes {
-            if !errors.iter().any(|e| e.code == code) {
-                errors.push(SslError::new(code, leaf.clone()));
-            }
-        }
+        let errors = chain_errors(&verdict, end_entity, intermediates, now);
         let cause = verdict
             .err()
             .unwrap_or(rustls::Error::InvalidCertificate(CertificateError::Expired));
         (errors, cause)
     }
+}
+
+/// The Qt errors of a chain, given webpki's verdict on it. webpki stops at
+/// the first problem; Qt (like OpenSSL) also reports the leaf's validity
+/// period when the issuer is the problem.
+fn chain_errors(
+    verdict: &std::result::Result<(), rustls::Error>,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Vec<SslError> {
+    let mut codes = Vec::new();
+    if let Err(err) = verdict {
+        codes.push(classify(err, end_entity, intermediates));
+    }
+    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(end_entity.as_ref()) {
+        let now = now.as_secs() as i64;
+        if cert.validity().not_after.timestamp() < now {
+            codes.push(SslErrorCode::CertificateExpired);
+        }
+        if cert.validity().not_before.timestamp() > now {
+            codes.push(SslErrorCode::CertificateNotYetValid);
+        }
+    }
+    let leaf = Some(end_entity.clone().into_owned());
+    let mut errors: Vec<SslError> = Vec::new();
+    for code in codes {
+        if !errors.iter().any(|e| e.code == code) {
+            errors.push(SslError::new(code, leaf.clone()));
+        }
+    }
+    errors
 }
 
 /// Reports verification errors in Qt's order (the table in the C contract)
@@ -234,12 +247,7 @@ impl ClientCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &crypto_provider().signature_verification_algorithms,
-        )
+        verify_tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -248,18 +256,181 @@ impl ClientCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &crypto_provider().signature_verification_algorithms,
-        )
+        verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        crypto_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        supported_schemes()
+    }
+}
+
+/// Handshake signatures are checked whatever the application decides about
+/// the certificate: the peer must prove it holds the key.
+fn verify_tls12(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls12_signature(
+        message,
+        cert,
+        dss,
+        &crypto_provider().signature_verification_algorithms,
+    )
+}
+
+fn verify_tls13(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls13_signature(
+        message,
+        cert,
+        dss,
+        &crypto_provider().signature_verification_algorithms,
+    )
+}
+
+fn supported_schemes() -> Vec<rustls::SignatureScheme> {
+    crypto_provider()
+        .signature_verification_algorithms
+        .supported_schemes()
+}
+
+/// A client's check of the server's certificate, as QSslSocket does it:
+/// every error with its Qt code, the host name checked even when the chain
+/// is untrusted, and errors accepted when listed up front or when the
+/// application's callback says so.
+pub(crate) struct ServerIdentityVerifier {
+    /// VerifyNone, QueryPeer or VerifyPeer (AUTO is VERIFY on a client).
+    mode: PeerVerifyMode,
+    /// webpki over the system's roots and the configured CAs.
+    trust: Option<Arc<WebPkiServerVerifier>>,
+    ignored: Vec<SslErrorCode>,
+    decide: Option<SslErrorsCallback>,
+}
+
+thread_local! {
+    /// What the last server-certificate check on this thread found. rustls
+    /// runs the check inside the handshake call, on the connecting thread,
+    /// and the verifier is shared by connections (for resumption), so this
+    /// is how `connect_encrypted` learns the errors of its own handshake.
+    static FOUND: std::cell::RefCell<Vec<SslError>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The errors the last server-certificate check on this thread found
+/// (taken, so a later handshake starts empty).
+pub(crate) fn take_server_certificate_errors() -> Vec<SslError> {
+    FOUND.with(|found| std::mem::take(&mut *found.borrow_mut()))
+}
+
+impl ServerIdentityVerifier {
+    pub(crate) fn new(config: &TlsConfig, roots: RootCertStore) -> Result<Self> {
+        let mode = match config.peer_verify_mode() {
+            PeerVerifyMode::AutoVerifyPeer => PeerVerifyMode::VerifyPeer,
+            other => other,
+        };
+        let trust = if roots.is_empty() {
+            None
+        } else {
+            Some(
+                WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    crypto_provider().clone(),
+                )
+                .build()
+                .map_err(|e| Error::certificate(format!("cannot use the CA certificates: {e}")))?,
+            )
+        };
+        Ok(ServerIdentityVerifier {
+            mode,
+            trust,
+            ignored: config.ignored_ssl_errors().to_vec(),
+            decide: config.ssl_errors_callback(),
+        })
+    }
+}
+
+impl std::fmt::Debug for ServerIdentityVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerIdentityVerifier")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for ServerIdentityVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        if self.mode == PeerVerifyMode::VerifyNone {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let verdict = match &self.trust {
+            Some(webpki) => webpki
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .map(|_| ()),
+            None => Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )),
+        };
+        let mut errors = chain_errors(&verdict, end_entity, intermediates, now);
+        // webpki checks the name only on a trusted chain; Qt always does.
+        let name_ok = webpki::EndEntityCert::try_from(end_entity)
+            .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(server_name).is_ok());
+        if !name_ok
+            && !errors
+                .iter()
+                .any(|e| e.code == SslErrorCode::HostNameMismatch)
+        {
+            errors.push(SslError::new(
+                SslErrorCode::HostNameMismatch,
+                Some(end_entity.clone().into_owned()),
+            ));
+        }
+        if errors.is_empty() {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let all_ignored = errors.iter().all(|e| self.ignored.contains(&e.code));
+        let accepted = all_ignored
+            || self.mode == PeerVerifyMode::QueryPeer
+            || self.decide.as_ref().is_some_and(|decide| decide(&errors));
+        FOUND.with(|found| *found.borrow_mut() = errors);
+        if accepted {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(verdict.err().unwrap_or(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName,
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        supported_schemes()
     }
 }
 
@@ -273,11 +444,22 @@ fn classify(
     let rustls::Error::InvalidCertificate(cert_err) = err else {
         return SslErrorCode::Unspecified;
     };
+    let issuer_problem = matches!(
+        cert_err,
+        C::UnknownIssuer
+            | C::BadSignature
+            | C::UnsupportedSignatureAlgorithmContext { .. }
+            | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
+    );
+    // An untrusted self-signed leaf is reported as such (as OpenSSL and Qt
+    // do), even when a trusted certificate with the same name made webpki
+    // try, and fail, a signature check.
+    if issuer_problem && is_self_signed(end_entity) {
+        return SslErrorCode::SelfSignedCertificate;
+    }
     match cert_err {
         C::UnknownIssuer => {
-            if is_self_signed(end_entity) {
-                SslErrorCode::SelfSignedCertificate
-            } else if intermediates.iter().any(is_self_signed) {
+            if intermediates.iter().any(is_self_signed) {
                 SslErrorCode::SelfSignedCertificateInChain
             } else {
                 SslErrorCode::UnableToGetLocalIssuerCertificate

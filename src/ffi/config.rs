@@ -4,10 +4,11 @@ use std::ffi::c_char;
 
 use parking_lot::Mutex;
 
+use super::events::{errors_callback_for, sslconfig_ssl_errors_callback};
 use super::{bytes, call, call_or, copy_out, required_text, text, text_array, CallResult, Failure};
-use super::{sslserver_result, RawPeerVerifyMode, RawProtocol};
+use super::{sslserver_result, RawPeerVerifyMode, RawProtocol, RawSslErrorCode};
 use crate::config::TlsConfig;
-use crate::types::{PeerVerifyMode, Protocol};
+use crate::types::{PeerVerifyMode, Protocol, SslErrorCode};
 
 /// A TLS configuration: certificate chain, private key, trusted CAs,
 /// verification mode, protocols and ALPN. Create it with `sslconfig_new`,
@@ -295,6 +296,58 @@ pub extern "C" fn sslconfig_certificate_chain_pem(
         let pem = c.certificate_chain_pem()?;
         // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
         unsafe { copy_out(&pem, buf, len, out_n) }
+    })
+}
+
+/// Client mode (sslsocket_connect_encrypted): server-certificate errors to
+/// accept without asking, like Qt's ignoreSslErrors(list). A handshake goes
+/// on when every error found is in this list. count 0 clears it.
+#[no_mangle]
+pub extern "C" fn sslconfig_set_ignored_ssl_errors(
+    cfg: *mut sslconfig,
+    codes: *const RawSslErrorCode,
+    count: usize,
+) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes `count` ints at `codes` (NULL with 0).
+        let raw = unsafe {
+            bytes(
+                codes.cast::<u8>(),
+                count * size_of::<RawSslErrorCode>(),
+                "codes",
+            )
+        }?;
+        let codes: &[RawSslErrorCode] = if raw.is_empty() {
+            &[]
+        } else {
+            // SAFETY: the same memory, viewed as the ints it holds.
+            unsafe { std::slice::from_raw_parts(codes, count) }
+        };
+        let codes = codes
+            .iter()
+            .map(|&code| {
+                SslErrorCode::from_raw(code).ok_or_else(|| {
+                    Failure::invalid(format!("{code} is not a certificate error code"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        c.set_ignored_ssl_errors(&codes);
+        Ok(())
+    })
+}
+
+/// Client mode: `cb` is asked about server-certificate errors not ignored
+/// up front, on the connecting thread; returning true accepts the
+/// certificate. NULL removes it. Copies of the configuration share it.
+#[no_mangle]
+pub extern "C" fn sslconfig_set_ssl_errors_callback(
+    cfg: *mut sslconfig,
+    cb: sslconfig_ssl_errors_callback,
+    userdata: *mut std::ffi::c_void,
+) -> sslserver_result {
+    with_config(cfg, |c| {
+        c.set_ssl_errors_callback(errors_callback_for(cb, userdata));
+        Ok(())
     })
 }
 

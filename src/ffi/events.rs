@@ -4,8 +4,9 @@ use std::ffi::{c_char, c_void, CString};
 use std::sync::Arc;
 
 use super::{call_or, RawEventKind};
+use crate::config::SslErrorsCallback;
 use crate::connection::Connection;
-use crate::events::{Callback, Event};
+use crate::events::{Callback, Event, SslError};
 use crate::types::{AlertLevel, AlertType, EventKind, SocketError, SslErrorCode};
 
 /// One certificate verification error (QSslError).
@@ -55,16 +56,16 @@ unsafe impl Send for CCallback {}
 // SAFETY: as above; the library only passes the pointer along.
 unsafe impl Sync for CCallback {}
 
-impl CCallback {
-    fn deliver(&self, event: &Event<'_>) {
-        let description = c_string(&event.description);
-        let messages: Vec<CString> = event
-            .ssl_errors
-            .iter()
-            .map(|e| c_string(&e.message))
-            .collect();
-        let errors: Vec<sslserver_ssl_error> = event
-            .ssl_errors
+/// Certificate errors as C sees them; the pointers live as long as this value.
+struct CErrors {
+    _messages: Vec<CString>,
+    items: Vec<sslserver_ssl_error>,
+}
+
+impl CErrors {
+    fn new(errors: &[SslError]) -> Self {
+        let messages: Vec<CString> = errors.iter().map(|e| c_string(&e.message)).collect();
+        let items = errors
             .iter()
             .zip(&messages)
             .map(|(error, message)| sslserver_ssl_error {
@@ -77,6 +78,25 @@ impl CCallback {
                 certificate_der_len: error.certificate.as_ref().map_or(0, |c| c.len()),
             })
             .collect();
+        CErrors {
+            _messages: messages,
+            items,
+        }
+    }
+
+    fn as_ptr(&self) -> *const sslserver_ssl_error {
+        if self.items.is_empty() {
+            std::ptr::null()
+        } else {
+            self.items.as_ptr()
+        }
+    }
+}
+
+impl CCallback {
+    fn deliver(&self, event: &Event<'_>) {
+        let description = c_string(&event.description);
+        let errors = CErrors::new(event.ssl_errors);
         let (alert_level, alert_type) = event
             .alert
             .unwrap_or((AlertLevel::Unknown, AlertType::UnknownAlertMessage));
@@ -86,12 +106,8 @@ impl CCallback {
                 .connection
                 .map_or(std::ptr::null_mut(), |c| Arc::as_ptr(c).cast_mut()),
             socket_error: event.socket_error,
-            ssl_errors: if errors.is_empty() {
-                std::ptr::null()
-            } else {
-                errors.as_ptr()
-            },
-            ssl_error_count: errors.len(),
+            ssl_errors: errors.as_ptr(),
+            ssl_error_count: errors.items.len(),
             alert_level,
             alert_type,
             description: description.as_ptr(),
@@ -114,6 +130,51 @@ pub(crate) fn callback_for(cb: sslserver_callback, userdata: *mut c_void) -> Opt
         userdata,
     };
     Some(Arc::new(move |event: &Event<'_>| c_callback.deliver(event)))
+}
+
+/// Client mode: decides whether to go on despite the server certificate's
+/// errors (`count` >= 1). Return true to accept the certificate. Runs on the
+/// thread calling sslsocket_connect_encrypted, during the call.
+pub type sslconfig_ssl_errors_callback = Option<
+    unsafe extern "C" fn(
+        errors: *const sslserver_ssl_error,
+        count: usize,
+        userdata: *mut c_void,
+    ) -> bool,
+>;
+
+struct CErrorsCallback {
+    function: unsafe extern "C" fn(*const sslserver_ssl_error, usize, *mut c_void) -> bool,
+    userdata: *mut c_void,
+}
+
+// SAFETY: as for CCallback: the application registers userdata usable from
+// the thread that connects; the library only passes the pointer along.
+unsafe impl Send for CErrorsCallback {}
+// SAFETY: as above.
+unsafe impl Sync for CErrorsCallback {}
+
+/// The core decision callback for a C function pointer (NULL removes it).
+pub(crate) fn errors_callback_for(
+    cb: sslconfig_ssl_errors_callback,
+    userdata: *mut c_void,
+) -> Option<SslErrorsCallback> {
+    let c_callback = CErrorsCallback {
+        function: cb?,
+        userdata,
+    };
+    Some(Arc::new(move |errors: &[SslError]| {
+        c_callback.decide(errors)
+    }))
+}
+
+impl CErrorsCallback {
+    fn decide(&self, errors: &[SslError]) -> bool {
+        let c_errors = CErrors::new(errors);
+        // SAFETY: the application's callback; the array and its strings
+        // outlive the call.
+        unsafe { (self.function)(c_errors.as_ptr(), c_errors.items.len(), self.userdata) }
+    }
 }
 
 /// The name of an event kind, e.g. "NEW_CONNECTION"; never NULL.

@@ -34,6 +34,52 @@ fn read_socket<T: Copy>(
     })
 }
 
+/// Client mode (QSslSocket::connectToHostEncrypted): resolves `host`,
+/// connects to `port` (IPv4 or IPv6) and performs the TLS handshake, all
+/// within `msecs` (-1 = no limit; DNS resolution itself is not bounded).
+/// The server's certificate is verified (VERIFY_PEER unless `cfg` says
+/// otherwise) against the system's trust store plus the CAs in `cfg`, for
+/// `peer_verify_name` (NULL = `host`). Errors listed with
+/// sslconfig_set_ignored_ssl_errors, or accepted by the callback of
+/// sslconfig_set_ssl_errors_callback, do not stop it. The certificate and
+/// key of `cfg`, if set, answer a request for a client certificate. `cfg`
+/// may be NULL (defaults). Sessions are resumed across connections made with
+/// the same `cfg` (and its copies).
+/// On success `*out` is an encrypted socket on which every sslsocket_* call
+/// works; free it with sslsocket_free. A rejected certificate gives
+/// SSLSERVER_ERROR_TLS with each error's name and Qt code in
+/// sslserver_last_error_message; a timeout SSLSERVER_ERROR_TIMEOUT.
+#[no_mangle]
+pub extern "C" fn sslsocket_connect_encrypted(
+    host: *const c_char,
+    port: u16,
+    cfg: *const super::config::sslconfig,
+    peer_verify_name: *const c_char,
+    msecs: c_int,
+    out: *mut *mut Connection,
+) -> sslserver_result {
+    call(|| {
+        // SAFETY: the caller passes NUL-terminated strings (the name may be NULL).
+        let (host, name) = unsafe {
+            (
+                super::required_text(host, "host")?,
+                super::text(peer_verify_name, "peer_verify_name")?,
+            )
+        };
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        let config = if cfg.is_null() {
+            crate::TlsConfig::new()
+        } else {
+            super::config::snapshot(cfg)?
+        };
+        let connection = crate::client::connect_encrypted(host, port, &config, name, msecs)?;
+        // SAFETY: out checked non-NULL; the caller passes a writable pointer.
+        unsafe { put(out, Arc::into_raw(connection).cast_mut(), "out") }
+    })
+}
+
 /// Reads decrypted bytes into `buf` (`len` > 0), blocking until at least one
 /// is available. `*out_n = 0` means the peer closed cleanly (close_notify).
 /// SSLSERVER_ERROR_CLOSED when the peer closed TCP without close_notify or
@@ -131,7 +177,7 @@ pub extern "C" fn sslsocket_error_string(
     })
 }
 
-/// The client's address, e.g. "127.0.0.1" or "::1" (IPv4 clients of a
+/// The peer's address, e.g. "127.0.0.1" or "::1" (IPv4 clients of a
 /// dual-stack server appear as IPv4). Readable in every event.
 #[no_mangle]
 pub extern "C" fn sslsocket_peer_address(
@@ -147,13 +193,13 @@ pub extern "C" fn sslsocket_peer_address(
     })
 }
 
-/// The client's port; 0 for NULL.
+/// The peer's port; 0 for NULL.
 #[no_mangle]
 pub extern "C" fn sslsocket_peer_port(s: *const Connection) -> u16 {
     read_socket(s, 0, |s| s.peer_addr().port())
 }
 
-/// The server-side port of the connection; 0 for NULL.
+/// The local port of the connection; 0 for NULL.
 #[no_mangle]
 pub extern "C" fn sslsocket_local_port(s: *const Connection) -> u16 {
     read_socket(s, 0, |s| s.local_addr().port())
@@ -193,14 +239,39 @@ fn not_handshaken() -> Failure {
     ))
 }
 
-/// How many certificates the client presented (0 if none).
+/// Whether the session was resumed (client mode: a ticket from an earlier
+/// connection with the same sslconfig was accepted).
+#[no_mangle]
+pub extern "C" fn sslsocket_session_resumed(s: *const Connection) -> bool {
+    read_socket(s, false, |s| s.session().is_some_and(|i| i.resumed))
+}
+
+/// The subject of the peer's certificate, e.g. "CN=localhost"
+/// (string-out convention). SSLSERVER_ERROR_INVALID_STATE if the peer sent none.
+#[no_mangle]
+pub extern "C" fn sslsocket_peer_certificate_subject(
+    s: *const Connection,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> sslserver_result {
+    with_socket(s, |s| {
+        let subject = s.peer_certificate_subject().ok_or_else(|| {
+            Failure::from(crate::Error::invalid_state("the peer sent no certificate"))
+        })?;
+        // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
+        unsafe { copy_out(&subject, buf, len, out_n) }
+    })
+}
+
+/// How many certificates the peer presented (0 if none).
 #[no_mangle]
 pub extern "C" fn sslsocket_peer_certificate_chain_length(s: *const Connection) -> usize {
     read_socket(s, 0, |s| s.peer_certificate_chain().len())
 }
 
-/// The DER bytes of certificate `index` of the client's chain (0 is the
-/// client's own). The bytes live as long as `s`. SSLSERVER_ERROR_INVALID_ARGUMENT
+/// The DER bytes of certificate `index` of the peer's chain (0 is the
+/// peer's own). The bytes live as long as `s`. SSLSERVER_ERROR_INVALID_ARGUMENT
 /// for an index out of range.
 #[no_mangle]
 pub extern "C" fn sslsocket_peer_certificate_der(

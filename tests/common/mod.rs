@@ -389,3 +389,230 @@ pub fn temp_file(name: &str, contents: &[u8]) -> std::path::PathBuf {
     std::fs::write(&path, contents).unwrap();
     path
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the hostile-client, descriptor-exhaustion and C API misuse
+// tests (tests/hostile.rs, tests/descriptor_exhaustion.rs,
+// tests/c_api_misuse.rs).
+
+/// The library's threads in this process, as (tid, name): those whose name
+/// starts with `sslserver-` (the kernel keeps 15 bytes of a thread's name,
+/// so the accept thread is `sslserver-accep`).
+pub fn library_threads() -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return found;
+    };
+    for task in tasks.flatten() {
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // A thread may end between the listing and the read.
+        if let Ok(name) = std::fs::read_to_string(task.path().join("comm")) {
+            let name = name.trim_end().to_string();
+            if name.starts_with("sslserver-") {
+                found.push((tid, name));
+            }
+        }
+    }
+    found
+}
+
+/// How many threads the process has.
+pub fn process_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// How many descriptors the process has open.
+pub fn open_fds() -> usize {
+    // read_dir itself holds one descriptor while listing.
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count().saturating_sub(1))
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of one of this process's threads, in clock ticks
+/// (fields 14 and 15 of /proc/self/task/TID/stat); None once it has ended.
+pub fn thread_cpu_ticks(tid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The name (field 2) is in parentheses and may hold spaces: split after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3, so fields 14 and 15 are at indices 11 and 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second for [`thread_cpu_ticks`].
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as u64
+    } else {
+        100
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true or `within` passes;
+/// returns how long it took, or None on timeout. For conditions no event
+/// signals (thread and descriptor counts), instead of fixed sleeps.
+pub fn poll_until(within: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    loop {
+        if check() {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() >= within {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Closes a connection with a TCP reset (SO_LINGER 0) instead of a FIN.
+pub fn close_with_reset(stream: TcpStream) {
+    let socket = socket2::Socket::from(stream);
+    let _ = socket.set_linger(Some(Duration::ZERO));
+    drop(socket);
+}
+
+/// A small deterministic PRNG (xorshift64*), so random inputs can be replayed
+/// from the seed printed by a failing test.
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// One TLS record as seen on the wire (unencrypted view).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireRecord {
+    pub content_type: u8,
+    pub version: u16,
+    pub payload: Vec<u8>,
+}
+
+/// Splits bytes into TLS records; a trailing partial record is left out.
+pub fn tls_records(mut bytes: &[u8]) -> Vec<WireRecord> {
+    let mut records = Vec::new();
+    while bytes.len() >= 5 {
+        let len = u16::from_be_bytes([bytes[3], bytes[4]]) as usize;
+        if bytes.len() < 5 + len {
+            break;
+        }
+        records.push(WireRecord {
+            content_type: bytes[0],
+            version: u16::from_be_bytes([bytes[1], bytes[2]]),
+            payload: bytes[5..5 + len].to_vec(),
+        });
+        bytes = &bytes[5 + len..];
+    }
+    records
+}
+
+/// The first plaintext alert record in `bytes`, as (level, description).
+pub fn first_plaintext_alert(bytes: &[u8]) -> Option<(u8, u8)> {
+    tls_records(bytes)
+        .into_iter()
+        .find(|r| r.content_type == 0x15 && r.payload.len() == 2)
+        .map(|r| (r.payload[0], r.payload[1]))
+}
+
+/// Re-frames TLS handshake records so each new record carries at most
+/// `size` bytes of the handshake messages: a legal fragmentation
+/// (RFC 8446 section 5.1) that a server must reassemble.
+pub fn fragment_handshake_records(flight: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for record in tls_records(flight) {
+        if record.content_type != 0x16 {
+            out.extend_from_slice(&[record.content_type]);
+            out.extend_from_slice(&record.version.to_be_bytes());
+            out.extend_from_slice(&(record.payload.len() as u16).to_be_bytes());
+            out.extend_from_slice(&record.payload);
+            continue;
+        }
+        for chunk in record.payload.chunks(size) {
+            out.push(0x16);
+            out.extend_from_slice(&record.version.to_be_bytes());
+            out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            out.extend_from_slice(chunk);
+        }
+    }
+    out
+}
+
+/// A ClientHello record as an old client sends it: `version` in the record
+/// and the hello (0x0300 = SSLv3, 0x0301 = TLS 1.0), no extensions (so no
+/// supported_versions), pre-TLS 1.2 RSA/CBC cipher suites only.
+pub fn legacy_client_hello(version: u16) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&version.to_be_bytes());
+    body.extend((0..32u8).map(|i| i.wrapping_mul(37)));
+    body.push(0); // session id
+    let suites: [u16; 3] = [0x002f, 0x0035, 0x000a];
+    body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    for suite in suites {
+        body.extend_from_slice(&suite.to_be_bytes());
+    }
+    body.extend_from_slice(&[1, 0]); // compression: null
+    let mut message = vec![0x01];
+    message.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    message.extend_from_slice(&body);
+    let mut record = vec![0x16];
+    record.extend_from_slice(&version.to_be_bytes());
+    record.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    record.extend_from_slice(&message);
+    record
+}
+
+/// Sends `bytes` on a fresh connection to `port`, optionally half-closes,
+/// and reads whatever the server answers until it closes (or `SOON`
+/// passes). Returns (client port, the reply, whether the server closed,
+/// how long the server took to close after the last byte was sent).
+pub fn send_raw(port: u16, bytes: &[u8], half_close: bool) -> (u16, Vec<u8>, bool, Duration) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let client_port = tcp.local_addr().unwrap().port();
+    // The server may close before it read everything: a failed write is fine.
+    let _ = tcp.write_all(bytes);
+    if half_close {
+        let _ = tcp.shutdown(std::net::Shutdown::Write);
+    }
+    let sent = Instant::now();
+    tcp.set_read_timeout(Some(SOON)).unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break false,
+        }
+    };
+    (client_port, reply, closed, sent.elapsed())
+}

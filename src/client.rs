@@ -1,0 +1,200 @@
+//! Client mode (`QSslSocket::connectToHostEncrypted`): the same connection
+//! type the server hands out, from the other end. Resolving, connecting and
+//! the handshake share one deadline; afterwards the connection has its own
+//! reader thread, exactly like an accepted one.
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::ResolvesClientCert;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, SignatureScheme};
+
+use crate::config::{crypto_provider, protocol_versions, TlsConfig};
+use crate::connection::Connection;
+use crate::error::{os_reason, Error, ErrorKind, Result};
+use crate::events::SslError;
+use crate::handshake::{self, Failure, HandshakeDeadline};
+use crate::verify::{take_server_certificate_errors, ServerIdentityVerifier};
+
+/// Connects to `host:port`, performs the TLS handshake within `timeout_ms`
+/// (-1 = none) and returns the encrypted connection. The server's
+/// certificate is checked against the system's trust store plus the CAs of
+/// `config`, for `verify_name` (default: `host`).
+pub fn connect_encrypted(
+    host: &str,
+    port: u16,
+    config: &TlsConfig,
+    verify_name: Option<&str>,
+    timeout_ms: i32,
+) -> Result<Arc<Connection>> {
+    if timeout_ms < -1 {
+        return Err(Error::invalid_argument(
+            "the timeout must be >= 0 ms, or -1 for none",
+        ));
+    }
+    let deadline = HandshakeDeadline::starting_now(timeout_ms);
+    let name = verify_name.filter(|n| !n.is_empty()).unwrap_or(host);
+    let server_name = ServerName::try_from(name.to_string())
+        .map_err(|_| Error::invalid_argument(format!("'{name}' is not a valid host name")))?;
+    let stream = connect_tcp(host, port, deadline)?;
+    let _ = stream.set_nodelay(true);
+    let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(peer), Ok(local)) => (peer, local),
+        (Err(e), _) | (_, Err(e)) => return Err(Error::new(ErrorKind::Io, os_reason(&e))),
+    };
+    let connection = Arc::new(Connection::new(stream, peer, local));
+    let client = ClientConnection::new(client_config(config)?, server_name)
+        .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?;
+    let mut tls = rustls::Connection::Client(client);
+    take_server_certificate_errors();
+    let outcome = handshake::complete(&connection, &mut tls, deadline);
+    let errors = take_server_certificate_errors();
+    if let Err(failure) = outcome {
+        return Err(refused(&connection, failure, deadline, &errors));
+    }
+    connection.verification().set_errors(&errors);
+    connection.install(tls, Some(name.to_string()));
+    connection.spawn_reader().map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("cannot start the reader thread: {e}"),
+        )
+    })?;
+    Ok(connection)
+}
+
+/// Resolves and connects, trying each address until one answers.
+fn connect_tcp(host: &str, port: u16, deadline: HandshakeDeadline) -> Result<TcpStream> {
+    let host_only = host.trim_start_matches('[').trim_end_matches(']');
+    let addresses: Vec<SocketAddr> = (host_only, port)
+        .to_socket_addrs()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot resolve '{host}': {}", os_reason(&e)),
+            )
+        })?
+        .collect();
+    let mut last_error = Error::new(ErrorKind::Io, format!("'{host}' has no address"));
+    for address in addresses {
+        let attempt = match deadline.remaining() {
+            Err(_) => return Err(timed_out(deadline)),
+            Ok(None) => TcpStream::connect(address),
+            Ok(Some(left)) => TcpStream::connect_timeout(&address, left),
+        };
+        match attempt {
+            Ok(stream) => return Ok(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(timed_out(deadline)),
+            Err(e) => {
+                last_error = Error::new(
+                    ErrorKind::Io,
+                    format!("cannot connect to {address}: {}", os_reason(&e)),
+                );
+            }
+        }
+    }
+    Err(last_error)
+}
+
+fn timed_out(deadline: HandshakeDeadline) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "the connection was not encrypted within {} ms",
+            deadline.timeout_ms()
+        ),
+    )
+}
+
+/// The error for a failed handshake; sends rustls's alert and closes.
+fn refused(
+    connection: &Connection,
+    failure: Failure,
+    deadline: HandshakeDeadline,
+    errors: &[SslError],
+) -> Error {
+    let error = match failure {
+        Failure::Timeout => timed_out(deadline),
+        Failure::PeerClosed => Error::new(
+            ErrorKind::Closed,
+            "the server closed the connection during the handshake",
+        ),
+        Failure::Io(e) => Error::new(ErrorKind::Io, os_reason(&e)),
+        Failure::NotTls(_) | Failure::Internal(_) => {
+            Error::new(ErrorKind::Tls, "the TLS handshake failed")
+        }
+        Failure::Tls(err, alert) => {
+            let _ = std::io::Write::write_all(&mut connection.stream(), &alert);
+            if errors.is_empty() {
+                Error::new(ErrorKind::Tls, format!("the TLS handshake failed: {err}"))
+            } else {
+                let list: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{} ({}): {}", e.code.name(), e.code as i32, e.message))
+                    .collect();
+                Error::new(
+                    ErrorKind::Tls,
+                    format!("certificate verification failed: {}", list.join("; ")),
+                )
+            }
+        }
+    };
+    connection.abort();
+    error
+}
+
+/// The rustls client config of `config`, built once and shared by its
+/// unchanged copies so that sessions resume.
+fn client_config(config: &TlsConfig) -> Result<Arc<ClientConfig>> {
+    let mut slot = config.client_context().lock();
+    if let Some(client) = slot.as_ref() {
+        return Ok(client.clone());
+    }
+    let mut roots = system_roots().clone();
+    for (index, ca) in config.ca_certificates().iter().enumerate() {
+        roots.add(ca.clone()).map_err(|e| {
+            Error::certificate(format!("CA certificate {} cannot be used: {e}", index + 1))
+        })?;
+    }
+    let verifier = ServerIdentityVerifier::new(config, roots)?;
+    let builder = ClientConfig::builder_with_provider(crypto_provider().clone())
+        .with_protocol_versions(protocol_versions(config.protocol())?)
+        .map_err(|e| Error::new(ErrorKind::Tls, format!("unusable protocol versions: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut client = match config.certified_key() {
+        Some(key) => builder.with_client_cert_resolver(Arc::new(OneClientCertificate(key))),
+        None => builder.with_no_client_auth(),
+    };
+    client.alpn_protocols = config.alpn_protocols().to_vec();
+    let client = Arc::new(client);
+    *slot = Some(client.clone());
+    Ok(client)
+}
+
+/// The system's trust store, read once.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(found.certs.into_iter().map(CertificateDer::into_owned));
+        roots
+    })
+}
+
+/// Offers the configured certificate to every server that asks.
+#[derive(Debug)]
+struct OneClientCertificate(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for OneClientCertificate {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
