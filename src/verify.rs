@@ -307,6 +307,10 @@ pub(crate) struct ServerIdentityVerifier {
     mode: PeerVerifyMode,
     /// webpki over the system's roots and the configured CAs.
     trust: Option<Arc<WebPkiServerVerifier>>,
+    /// The configured CAs: a server presenting one of these exact
+    /// certificates is trusted directly, as OpenSSL (and so Qt) does for a
+    /// self-signed certificate in the trust store.
+    anchors: Vec<CertificateDer<'static>>,
     ignored: Vec<SslErrorCode>,
     decide: Option<SslErrorsCallback>,
 }
@@ -346,6 +350,7 @@ impl ServerIdentityVerifier {
         Ok(ServerIdentityVerifier {
             mode,
             trust,
+            anchors: config.ca_certificates().to_vec(),
             ignored: config.ignored_ssl_errors().to_vec(),
             decide: config.ssl_errors_callback(),
         })
@@ -372,7 +377,12 @@ impl ServerCertVerifier for ServerIdentityVerifier {
         if self.mode == PeerVerifyMode::VerifyNone {
             return Ok(ServerCertVerified::assertion());
         }
+        let directly_trusted = self
+            .anchors
+            .iter()
+            .any(|a| a.as_ref() == end_entity.as_ref());
         let verdict = match &self.trust {
+            _ if directly_trusted => Ok(()),
             Some(webpki) => webpki
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
                 .map(|_| ()),
@@ -382,9 +392,7 @@ impl ServerCertVerifier for ServerIdentityVerifier {
         };
         let mut errors = chain_errors(&verdict, end_entity, intermediates, now);
         // webpki checks the name only on a trusted chain; Qt always does.
-        let name_ok = webpki::EndEntityCert::try_from(end_entity)
-            .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(server_name).is_ok());
-        if !name_ok
+        if !matches_host_name(end_entity, server_name)
             && !errors
                 .iter()
                 .any(|e| e.code == SslErrorCode::HostNameMismatch)
@@ -486,6 +494,51 @@ fn classify(
         },
         _ => SslErrorCode::Unspecified,
     }
+}
+
+/// Whether the certificate is valid for `name`: its subject alternative
+/// names (webpki's check), or, when it has no DNS names, its common name
+/// (Qt's fallback, for certificates made without SANs).
+fn matches_host_name(cert: &CertificateDer<'_>, name: &ServerName<'_>) -> bool {
+    if webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|c| c.verify_is_valid_for_subject_name(name).is_ok())
+    {
+        return true;
+    }
+    let ServerName::DnsName(dns) = name else {
+        return false;
+    };
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return false;
+    };
+    let has_dns_names = parsed
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .is_some_and(|san| {
+            san.value
+                .general_names
+                .iter()
+                .any(|n| matches!(n, x509_parser::extensions::GeneralName::DNSName(_)))
+        });
+    if has_dns_names {
+        return false;
+    }
+    let wanted = dns.as_ref().to_ascii_lowercase();
+    let matched = parsed
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .any(|cn| {
+            let cn = cn.to_ascii_lowercase();
+            match cn.strip_prefix("*.") {
+                Some(suffix) => wanted
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+                None => cn == wanted,
+            }
+        });
+    matched
 }
 
 fn is_self_signed(cert: &CertificateDer<'_>) -> bool {
