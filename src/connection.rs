@@ -27,6 +27,9 @@ use crate::types::{Protocol, SocketError, SocketState, SslErrorCode};
 /// but far less than the 8 MiB default: only touched pages cost memory.
 pub(crate) const THREAD_STACK_SIZE: usize = 256 * 1024;
 
+/// How long freeing a connection waits for its close_notify to leave.
+const RELEASE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// At most this much plaintext is encrypted per socket write, so one huge
 /// `sslsocket_write` does not build one huge buffer.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -434,9 +437,13 @@ impl Connection {
         Ok(data.len())
     }
 
-    /// Sends close_notify and shuts down the write side; idempotent.
+    /// Sends close_notify and shuts down the write side; idempotent. Waits
+    /// for writes in progress on other threads.
     pub fn disconnect_from_host(&self) -> Result<()> {
-        let send = self.send.lock();
+        self.disconnect(self.send.lock())
+    }
+
+    fn disconnect(&self, send: MutexGuard<'_, ()>) -> Result<()> {
         {
             let mut io = self.io.lock();
             if io.output_closed {
@@ -470,9 +477,16 @@ impl Connection {
 
     /// The application lets go of the connection (`sslsocket_free`): a
     /// graceful close if it is still open, then the reader thread ends.
+    ///
+    /// It never blocks for long: if another thread is in the middle of a
+    /// write, or the peer stops reading, the connection is closed without
+    /// close_notify rather than waiting.
     pub fn release(&self) {
         if self.session.get().is_some() {
-            let _ = self.disconnect_from_host();
+            if let Some(send) = self.send.try_lock() {
+                let _ = self.stream.set_write_timeout(Some(RELEASE_FLUSH_TIMEOUT));
+                let _ = self.disconnect(send);
+            }
         }
         self.abort();
     }

@@ -681,3 +681,42 @@ fn data_sent_together_with_the_clients_finished_is_not_lost() {
     let n = conn.read(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"early bird");
 }
+
+#[test]
+fn release_does_not_wait_for_a_writer_blocked_on_a_peer_that_does_not_read() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    // The client completes the handshake, then never reads.
+    let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(
+        server.server.wait_for_new_connection(Some(SOON)),
+        WaitOutcome::Ready
+    );
+    let conn = server.server.next_pending_connection().unwrap();
+    let writer = {
+        let conn = conn.clone();
+        thread::spawn(move || {
+            let chunk = vec![0u8; 1024 * 1024];
+            loop {
+                if conn.write(&chunk).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    // Wait until the writer is stuck: the socket buffers are full.
+    thread::sleep(Duration::from_millis(300));
+    let (done_tx, done_rx) = mpsc::channel();
+    let releaser = {
+        let conn = conn.clone();
+        thread::spawn(move || {
+            conn.release();
+            done_tx.send(()).unwrap();
+        })
+    };
+    done_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("release must not wait for the blocked writer");
+    releaser.join().unwrap();
+    writer.join().unwrap();
+}
