@@ -505,6 +505,9 @@ impl Session {
             state.handshakes.insert(id, connection.clone());
             id
         };
+        // The deadline counts from accept, not from when the thread first runs.
+        let timeout_ms = self.common.handshake_timeout_ms.load(Ordering::Relaxed);
+        let deadline = HandshakeDeadline::starting_now(timeout_ms);
         let session = self.clone();
         let for_thread = connection.clone();
         let spawned = std::thread::Builder::new()
@@ -513,8 +516,9 @@ impl Session {
             .spawn(move || {
                 // A bug in one connection must not leak its handshake slot
                 // or leave its client hanging.
-                let served =
-                    catch_unwind(AssertUnwindSafe(|| session.serve(id, for_thread.clone())));
+                let served = catch_unwind(AssertUnwindSafe(|| {
+                    session.serve(id, for_thread.clone(), deadline)
+                }));
                 if served.is_err() {
                     for_thread.abort();
                     session.forget(id);
@@ -537,9 +541,7 @@ impl Session {
     }
 
     /// The connection thread: handshake, queue, then reading.
-    fn serve(&self, id: u64, connection: Arc<Connection>) {
-        let timeout_ms = self.common.handshake_timeout_ms.load(Ordering::Relaxed);
-        let deadline = HandshakeDeadline::starting_now(timeout_ms);
+    fn serve(&self, id: u64, connection: Arc<Connection>, deadline: HandshakeDeadline) {
         let tls = self.common.tls.lock().clone();
         let handshaken = match tls {
             Some(tls) => handshake::perform(&connection, &tls, &self.events, deadline),
