@@ -11,6 +11,7 @@
  * standard output until both ends are closed. On a certificate verification
  * failure it prints each error's Qt-numbered code and name and exits 1.
  */
+#define _POSIX_C_SOURCE 200809L /* strtok_r, read */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>

@@ -144,6 +144,17 @@ static bool write_file(const char *path, const char *text)
     return ok;
 }
 
+/* Logs why a connection ended early. Not an error of the server: peers
+   often close TCP without close_notify, and at shutdown we abort them. */
+static void report_end(const struct connection *c, sslserver_result r)
+{
+    if (atomic_load(&stop_requested) || opts.quiet)
+        return;
+    char detail[512];
+    snprintf(detail, sizeof detail, "%s", sslserver_last_error_message());
+    fprintf(stderr, "connection %s: %s (%s)\n", c->peer, detail, sslserver_result_string(r));
+}
+
 /* ------------------------------------------------------------------- events */
 
 /* One line per event. Runs on the library's threads, possibly several at
@@ -218,23 +229,20 @@ static void echo_loop(struct connection *c)
         size_t n = 0, written = 0;
         sslserver_result r = sslsocket_read(c->socket, buf, sizeof buf, &n);
         if (r != SSLSERVER_OK) {
-            /* After an abort at shutdown the failure is expected. */
-            if (!atomic_load(&stop_requested) && !opts.quiet)
-                check(r, c->peer);
+            report_end(c, r);
             return;
         }
         if (n == 0) {
             /* The peer sent close_notify: answer with ours, so that it
                knows nothing was lost in the other direction either. */
             r = sslsocket_disconnect_from_host(c->socket);
-            if (r != SSLSERVER_OK && !atomic_load(&stop_requested) && !opts.quiet)
-                check(r, c->peer);
+            if (r != SSLSERVER_OK)
+                report_end(c, r);
             return;
         }
         r = sslsocket_write(c->socket, buf, n, &written);
         if (r != SSLSERVER_OK) {
-            if (!atomic_load(&stop_requested) && !opts.quiet)
-                check(r, c->peer);
+            report_end(c, r);
             return;
         }
     }
@@ -260,13 +268,17 @@ static void http_once(struct connection *c)
     while (!end_of_head(req, used)) {
         if (used == sizeof req)
             return;   /* head too large: just drop the connection */
-        if (!sslsocket_wait_for_ready_read(c->socket, HTTP_REQUEST_TIMEOUT_MS))
-            return;   /* timeout, or the peer went away */
+        if (!sslsocket_wait_for_ready_read(c->socket, HTTP_REQUEST_TIMEOUT_MS)) {
+            /* Timeout, or the connection ended. */
+            if (!atomic_load(&stop_requested) && !opts.quiet)
+                fprintf(stderr, "connection %s: no complete request (%s)\n", c->peer,
+                        sslserver_socket_error_name(sslsocket_error(c->socket)));
+            return;
+        }
         size_t n = 0;
         sslserver_result r = sslsocket_read(c->socket, (uint8_t *)req + used, sizeof req - used, &n);
         if (r != SSLSERVER_OK) {
-            if (!atomic_load(&stop_requested) && !opts.quiet)
-                check(r, c->peer);
+            report_end(c, r);
             return;
         }
         if (n == 0)
@@ -293,11 +305,15 @@ static void http_once(struct connection *c)
     if (rlen < 0 || (size_t)rlen >= sizeof resp)
         return;
     /* One write: the whole response goes out in as few records as possible. */
-    if (!check(sslsocket_write(c->socket, (const uint8_t *)resp, (size_t)rlen, &n), c->peer))
+    sslserver_result r = sslsocket_write(c->socket, (const uint8_t *)resp, (size_t)rlen, &n);
+    if (r != SSLSERVER_OK) {
+        report_end(c, r);
         return;
+    }
     /* close_notify tells the client the body is complete. */
-    if (!atomic_load(&stop_requested))
-        check(sslsocket_disconnect_from_host(c->socket), c->peer);
+    r = sslsocket_disconnect_from_host(c->socket);
+    if (r != SSLSERVER_OK)
+        report_end(c, r);
 }
 
 static void unregister_connection(struct connection *c)

@@ -10,7 +10,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-export SSLSERVER_ROOT="$root"
+export SSLSERVER_REPO_DIR="$root"
 # shellcheck source=scripts/ensure_cmake.sh
 source "$root/scripts/ensure_cmake.sh"
 ensure_cmake

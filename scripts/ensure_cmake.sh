@@ -41,7 +41,7 @@ ensure_cmake() {
     _cmake_ok && return 0
   fi
   if command -v python3 >/dev/null 2>&1; then
-    local venv="${SSLSERVER_ROOT:-.}/build/cmake-venv"
+    local venv="${SSLSERVER_REPO_DIR:-.}/build/cmake-venv"
     if python3 -m venv "$venv" >&2 && "$venv/bin/python" -m pip install --quiet cmake >&2 &&
        _cmake_from_python "$venv/bin/python" && _cmake_ok; then
       return 0

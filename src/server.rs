@@ -26,9 +26,13 @@ use crate::handshake::{self, HandshakeDeadline};
 use crate::tls::ServerTls;
 use crate::types::{EventKind, SocketError};
 
+/// The default handshake timeout, in ms.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: i32 = 5000;
+/// The default bound on the queue of handshaken connections.
 pub const DEFAULT_MAX_PENDING_CONNECTIONS: i32 = 30;
+/// The default bound on handshakes in flight.
 pub const DEFAULT_MAX_CONCURRENT_HANDSHAKES: i32 = 1024;
+/// The default listen backlog.
 pub const DEFAULT_LISTEN_BACKLOG: i32 = 50;
 
 /// What `wait_for_new_connection` saw.

@@ -479,6 +479,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// cbindgen:ignore
     pub const COUNT: usize = 11;
 
     pub fn from_raw(raw: i32) -> Option<Self> {

@@ -33,6 +33,9 @@ pub(crate) struct ClientAuthPolicy {
     /// webpki over the configured CAs; `None` when there are none, so every
     /// client certificate is untrusted.
     trust: Option<Arc<dyn ClientCertVerifier>>,
+    /// The configured CAs: a client presenting one of these exact
+    /// certificates is trusted directly, as OpenSSL (and so Qt) does.
+    anchors: Vec<CertificateDer<'static>>,
     hints: Vec<DistinguishedName>,
 }
 
@@ -67,6 +70,7 @@ impl ClientAuthPolicy {
             mode,
             interrupt_on_error: config.handshake_must_interrupt_on_error(),
             trust,
+            anchors: config.ca_certificates().to_vec(),
             hints,
         })))
     }
@@ -83,7 +87,12 @@ impl ClientAuthPolicy {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> (Vec<SslError>, rustls::Error) {
+        let directly_trusted = self
+            .anchors
+            .iter()
+            .any(|a| a.as_ref() == end_entity.as_ref());
         let verdict = match &self.trust {
+            _ if directly_trusted => Ok(()),
             Some(webpki) => webpki
                 .verify_client_cert(end_entity, intermediates, now)
                 .map(|_| ()),
@@ -452,13 +461,16 @@ fn classify(
     let rustls::Error::InvalidCertificate(cert_err) = err else {
         return SslErrorCode::Unspecified;
     };
-    let issuer_problem = matches!(
-        cert_err,
-        C::UnknownIssuer
-            | C::BadSignature
-            | C::UnsupportedSignatureAlgorithmContext { .. }
-            | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
-    );
+    let ca_as_leaf = matches!(cert_err, C::Other(other)
+        if matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity)));
+    let issuer_problem = ca_as_leaf
+        || matches!(
+            cert_err,
+            C::UnknownIssuer
+                | C::BadSignature
+                | C::UnsupportedSignatureAlgorithmContext { .. }
+                | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
+        );
     // An untrusted self-signed leaf is reported as such (as OpenSSL and Qt
     // do), even when a trusted certificate with the same name made webpki
     // try, and fail, a signature check.

@@ -340,37 +340,7 @@ fn a_directly_trusted_certificate_without_sans_is_accepted_by_common_name() {
     // What `openssl req -x509 -subj /CN=localhost` makes: self-signed, CA:TRUE,
     // no subject alternative names. OpenSSL (and Qt) accept it when it is in
     // the trust store and the name matches its common name.
-    let dir = temp_file("x509-marker", b"")
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let (key, cert) = (dir.join("req-key.pem"), dir.join("req-cert.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-subj", "/CN=localhost", "-days", "2", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let identity = Identity {
-        cert_pem: std::fs::read_to_string(&cert).unwrap(),
-        key_pem: std::fs::read_to_string(&key).unwrap(),
-        cert_der: {
-            use rustls::pki_types::{pem::PemObject, CertificateDer};
-            CertificateDer::from_pem_file(&cert).unwrap()
-        },
-    };
+    let identity = openssl_req_x509("localhost");
     let server = SServer::start(&identity, &[]);
     let mut config = TlsConfig::new();
     config

@@ -429,3 +429,48 @@ fn client_closing_mid_handshake_is_remote_host_closed() {
     );
     assert_eq!(events[2].socket_error, SocketError::RemoteHostClosed);
 }
+
+#[test]
+fn self_signed_ca_certificate_is_reported_as_self_signed() {
+    // `openssl req -x509` makes CA:TRUE certificates; webpki calls that a CA
+    // used as an end entity, Qt calls it self-signed.
+    let ca = TestCa::new("ca");
+    let server = TestServer::start(&server_config(
+        &ca.server(),
+        PeerVerifyMode::QueryPeer,
+        None,
+    ));
+    let me = openssl_req_x509("me");
+    let client = connect(
+        server.port,
+        client_config(&ca.identity.cert_der, Some(&me), &[]),
+    )
+    .unwrap();
+    let events = server.events.finished(port_of(&client));
+    assert_eq!(events[2].kind, PeerVerifyError);
+    assert_eq!(events[2].ssl_errors, [SslErrorCode::SelfSignedCertificate]);
+}
+
+#[test]
+fn a_client_certificate_that_is_a_configured_ca_is_trusted() {
+    let ca = TestCa::new("ca");
+    let me = openssl_req_x509("me");
+    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyPeer, None);
+    config
+        .add_ca_certificates_pem(me.cert_pem.as_bytes())
+        .unwrap();
+    let server = TestServer::start(&config);
+    let client = connect(
+        server.port,
+        client_config(&ca.identity.cert_der, Some(&me), &[]),
+    )
+    .unwrap();
+    assert_eq!(
+        server.events.kinds(port_of(&client)),
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PendingConnectionAvailable
+        ]
+    );
+}

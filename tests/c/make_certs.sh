@@ -4,7 +4,9 @@
 #   server.pem/server.key         localhost, 127.0.0.1, ::1; signed by the CA
 #   server_encrypted.key          server.key as encrypted PKCS#8, passphrase "secret"
 #   client.pem/client.key         client certificate signed by the CA
-#   untrusted_client.pem/.key     self-signed client certificate (issuer == subject)
+#   untrusted_client.pem/.key     self-signed client certificate (issuer == subject, CA:FALSE)
+#   selfsigned_ca_client.pem/.key self-signed client certificate as `openssl req -x509`
+#                                 makes it by default (CA:TRUE)
 #   other_ca.pem, other_client.pem/.key   a client certificate from another CA
 # usage: make_certs.sh DIR
 set -euo pipefail
@@ -36,7 +38,11 @@ ca other_ca "/CN=some other CA"
 leaf server "/CN=localhost" ca "${common}extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n"
 leaf client "/CN=test client" ca "${common}extendedKeyUsage=clientAuth\n"
 leaf other_client "/CN=other client" other_ca "${common}extendedKeyUsage=clientAuth\n"
+# Self-signed end-entity certificate (CA:FALSE).
 openssl req -x509 "${newkey[@]}" -keyout untrusted_client.key -out untrusted_client.pem \
-  -days "$days" -subj "/CN=untrusted client" \
+  -days "$days" -subj "/CN=untrusted client" -addext "basicConstraints=critical,CA:FALSE" \
   -addext "extendedKeyUsage=clientAuth" -addext "keyUsage=critical,digitalSignature" 2>/dev/null
+# What `openssl req -x509` makes by default: self-signed with CA:TRUE.
+openssl req -x509 "${newkey[@]}" -keyout selfsigned_ca_client.key -out selfsigned_ca_client.pem \
+  -days "$days" -subj "/CN=self-signed client" 2>/dev/null
 openssl pkcs8 -topk8 -v2 aes-256-cbc -in server.key -out server_encrypted.key -passout pass:secret

@@ -390,6 +390,47 @@ pub fn temp_file(name: &str, contents: &[u8]) -> std::path::PathBuf {
     path
 }
 
+/// What `openssl req -x509 -subj /CN=<cn>` makes: self-signed, CA:TRUE, no
+/// subject alternative names (the most common hand-made test certificate).
+pub fn openssl_req_x509(cn: &str) -> Identity {
+    use rustls::pki_types::pem::PemObject;
+    let dir = temp_file("req-marker", b"").parent().unwrap().to_path_buf();
+    let unique = format!(
+        "{cn}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let (key, cert) = (
+        dir.join(format!("{unique}.key")),
+        dir.join(format!("{unique}.pem")),
+    );
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-subj", &format!("/CN={cn}"), "-days", "2", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("the openssl CLI is installed");
+    assert!(status.success());
+    Identity {
+        cert_pem: std::fs::read_to_string(&cert).unwrap(),
+        key_pem: std::fs::read_to_string(&key).unwrap(),
+        cert_der: CertificateDer::from_pem_file(&cert).unwrap(),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Helpers for the hostile-client, descriptor-exhaustion and C API misuse
 // tests (tests/hostile.rs, tests/descriptor_exhaustion.rs,
@@ -436,14 +477,34 @@ pub fn open_fds() -> usize {
 /// User + system CPU time of one of this process's threads, in clock ticks
 /// (fields 14 and 15 of /proc/self/task/TID/stat); None once it has ended.
 pub fn thread_cpu_ticks(tid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    // The name (field 2) is in parentheses and may hold spaces: split after it.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3, so fields 14 and 15 are at indices 11 and 12.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    ThreadStat::open(tid)?.ticks()
+}
+
+/// An open /proc/self/task/TID/stat, re-read in place: it keeps working
+/// when the descriptor table is full.
+pub struct ThreadStat(std::fs::File);
+
+impl ThreadStat {
+    pub fn open(tid: u32) -> Option<ThreadStat> {
+        std::fs::File::open(format!("/proc/self/task/{tid}/stat"))
+            .ok()
+            .map(ThreadStat)
+    }
+
+    /// User + system CPU time so far, in clock ticks.
+    pub fn ticks(&self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 1024];
+        let n = self.0.read_at(&mut buf, 0).ok()?;
+        let stat = std::str::from_utf8(&buf[..n]).ok()?;
+        // The name (field 2) is in parentheses and may hold spaces: split after it.
+        let rest = stat.get(stat.rfind(')')? + 2..)?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // `rest` starts at field 3, so fields 14 and 15 are at indices 11 and 12.
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        Some(utime + stime)
+    }
 }
 
 /// Clock ticks per second for [`thread_cpu_ticks`].
@@ -566,9 +627,10 @@ pub fn fragment_handshake_records(flight: &[u8], size: usize) -> Vec<u8> {
 }
 
 /// A ClientHello record as an old client sends it: `version` in the record
-/// and the hello (0x0300 = SSLv3, 0x0301 = TLS 1.0), no extensions (so no
-/// supported_versions), pre-TLS 1.2 RSA/CBC cipher suites only.
-pub fn legacy_client_hello(version: u16) -> Vec<u8> {
+/// and the hello (0x0300 = SSLv3, 0x0301 = TLS 1.0), no supported_versions
+/// extension, pre-TLS 1.2 RSA/CBC cipher suites only; with or without a
+/// signature_algorithms extension (old clients send none).
+pub fn legacy_client_hello(version: u16, signature_algorithms: bool) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&version.to_be_bytes());
     body.extend((0..32u8).map(|i| i.wrapping_mul(37)));
@@ -579,6 +641,18 @@ pub fn legacy_client_hello(version: u16) -> Vec<u8> {
         body.extend_from_slice(&suite.to_be_bytes());
     }
     body.extend_from_slice(&[1, 0]); // compression: null
+    if signature_algorithms {
+        let schemes: [u16; 3] = [0x0401, 0x0403, 0x0804];
+        let mut ext = Vec::new();
+        ext.extend_from_slice(&0x000du16.to_be_bytes());
+        ext.extend_from_slice(&((schemes.len() * 2 + 2) as u16).to_be_bytes());
+        ext.extend_from_slice(&((schemes.len() * 2) as u16).to_be_bytes());
+        for scheme in schemes {
+            ext.extend_from_slice(&scheme.to_be_bytes());
+        }
+        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        body.extend_from_slice(&ext);
+    }
     let mut message = vec![0x01];
     message.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
     message.extend_from_slice(&body);
