@@ -143,8 +143,12 @@ impl Io {
     }
 }
 
-/// A connection the server accepted. Shared (`Arc`) between its thread, the
-/// server's queue and the application's `sslsocket` handle.
+/// An encrypted TLS connection: one a server accepted (from
+/// `sslserver_next_pending_connection`, or borrowed in an event), or one made
+/// with `sslsocket_connect_encrypted`. Free owned ones with `sslsocket_free`.
+//
+// Shared (`Arc`) between its thread, the server's queue and the
+// application's handle.
 pub struct Connection {
     stream: TcpStream,
     peer: SocketAddr,

@@ -63,7 +63,9 @@ impl Common {
     }
 }
 
-/// A TLS server.
+/// A TLS server: create it with `sslserver_new`, give it a certificate with
+/// `sslserver_set_config`, `sslserver_listen`, and take handshaken
+/// connections with `sslserver_next_pending_connection`.
 pub struct Server {
     common: Arc<Common>,
     session: Mutex<Option<Arc<Session>>>,
