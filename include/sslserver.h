@@ -279,14 +279,17 @@ typedef enum sslserver_socket_state {
   SSLSERVER_SOCKET_STATE_CLOSING = 6,
 } sslserver_socket_state;
 
-// A connection the server accepted. Shared (`Arc`) between its thread, the
-// server's queue and the application's `sslsocket` handle.
+// An encrypted TLS connection: one a server accepted (from
+// `sslserver_next_pending_connection`, or borrowed in an event), or one made
+// with `sslsocket_connect_encrypted`. Free owned ones with `sslsocket_free`.
 typedef struct sslsocket sslsocket;
 
 // A DTLS 1.2 server with pre-shared keys (Qt's `QDtls` server side).
 typedef struct dtlsserver dtlsserver;
 
-// A TLS server.
+// A TLS server: create it with `sslserver_new`, give it a certificate with
+// `sslserver_set_config`, `sslserver_listen`, and take handshaken
+// connections with `sslserver_next_pending_connection`.
 typedef struct sslserver sslserver;
 
 // A TLS configuration: certificate chain, private key, trusted CAs,
