@@ -49,9 +49,8 @@ fn query_peer_reports_an_untrusted_self_signed_certificate_and_accepts_it() {
     .unwrap();
     let port = port_of(&client);
     let events = server.events.finished(port);
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
-        kinds,
+        kinds_of(&events),
         [
             NewConnection,
             StartedEncryptionHandshake,
@@ -100,9 +99,8 @@ fn verify_peer_rejects_an_untrusted_certificate() {
         .expect_err("the server refuses the handshake");
     assert!(err.to_string().contains("UnknownCA"), "client saw: {err}");
     let events = server.events.finished(port);
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
-        kinds,
+        kinds_of(&events),
         [
             NewConnection,
             StartedEncryptionHandshake,
@@ -137,9 +135,8 @@ fn verify_peer_rejects_a_missing_certificate() {
     let mut buf = [0u8; 1];
     assert!(client.read(&mut buf).is_err());
     let events = server.events.finished(port);
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
-        kinds,
+        kinds_of(&events),
         [
             NewConnection,
             StartedEncryptionHandshake,
@@ -205,9 +202,8 @@ fn verify_peer_errors_ignored_in_the_ssl_errors_callback() {
     .unwrap();
     let port = port_of(&client);
     let events = server.events.finished(port);
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
-        kinds,
+        kinds_of(&events),
         [
             NewConnection,
             StartedEncryptionHandshake,
@@ -233,9 +229,8 @@ fn interrupt_on_error_not_continued_fails() {
     .unwrap();
     let port = port_of(&client);
     let events = server.events.finished(port);
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
-        kinds,
+        kinds_of(&events),
         [
             NewConnection,
             StartedEncryptionHandshake,
@@ -309,9 +304,8 @@ fn client_rejecting_the_server_certificate() {
         .peer_port
         .unwrap();
     let events = server.events.finished(port);
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
-        kinds,
+        kinds_of(&events),
         [
             NewConnection,
             StartedEncryptionHandshake,
@@ -340,8 +334,7 @@ fn plaintext_client_is_dropped_at_once() {
         .unwrap();
     assert!(closed_by_server(&mut tcp));
     let events = server.events.finished(port);
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [NewConnection, ErrorOccurred]);
+    assert_eq!(kinds_of(&events), [NewConnection, ErrorOccurred]);
     assert_eq!(events[1].socket_error, SocketError::SslHandshakeFailed);
 }
 
@@ -369,9 +362,8 @@ fn malformed_client_hello_gets_a_fatal_alert() {
         "the client receives an alert record: {reply:?}"
     );
     let events = server.events.finished(port);
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
-        kinds,
+        kinds_of(&events),
         [
             NewConnection,
             StartedEncryptionHandshake,
@@ -403,8 +395,7 @@ fn silent_client_times_out_exactly_once_at_the_deadline() {
         "cut before the deadline: {waited:?}"
     );
     let events = server.events.finished(port);
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [NewConnection, ErrorOccurred]);
+    assert_eq!(kinds_of(&events), [NewConnection, ErrorOccurred]);
     assert_eq!(events[1].socket_error, SocketError::SocketTimeout);
 }
 
@@ -422,9 +413,8 @@ fn client_closing_mid_handshake_is_remote_host_closed() {
     tcp.write_all(&hello[..hello.len() / 2]).unwrap();
     drop(tcp);
     let events = server.events.finished(port);
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
-        kinds,
+        kinds_of(&events),
         [NewConnection, StartedEncryptionHandshake, ErrorOccurred]
     );
     assert_eq!(events[2].socket_error, SocketError::RemoteHostClosed);

@@ -126,9 +126,8 @@ fn openssl_client_without_certificate_refused_under_verify_peer() {
     let events = server
         .events
         .wait_until("the refusal", |e| e.iter().any(|e| e.kind == ErrorOccurred));
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
-        kinds,
+        kinds_of(&events),
         [
             NewConnection,
             StartedEncryptionHandshake,

@@ -48,9 +48,8 @@ fn drip_fed_client_hello_is_cut_at_the_deadline_not_later() {
     }
     let cut_at = cut_at.expect("the server cut the drip-feeding client");
     let events = server.events.finished(port);
-    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
-        kinds,
+        kinds_of(&events),
         [NewConnection, StartedEncryptionHandshake, ErrorOccurred]
     );
     assert_eq!(events[2].socket_error, SocketError::SocketTimeout);
@@ -445,11 +444,7 @@ fn abort_and_release_wake_a_blocked_read() {
     let (ca, config) = plain_config();
     let server = TestServer::start(&config);
     let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    assert_eq!(
-        server.server.wait_for_new_connection(Some(SOON)),
-        WaitOutcome::Ready
-    );
-    let conn = server.server.next_pending_connection().unwrap();
+    let conn = server.accept_one();
     let reader = {
         let conn = conn.clone();
         thread::spawn(move || conn.read(&mut [0u8; 16]))
@@ -465,11 +460,7 @@ fn peer_close_is_seen_without_polling() {
     let (ca, config) = plain_config();
     let server = TestServer::start(&config);
     let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    assert_eq!(
-        server.server.wait_for_new_connection(Some(SOON)),
-        WaitOutcome::Ready
-    );
-    let conn = server.server.next_pending_connection().unwrap();
+    let conn = server.accept_one();
     client.write_all(b"last words").unwrap();
     client.conn.send_close_notify();
     client.flush().unwrap();
@@ -492,11 +483,7 @@ fn truncation_without_close_notify_is_an_error_not_eof() {
     let (ca, config) = plain_config();
     let server = TestServer::start(&config);
     let client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    assert_eq!(
-        server.server.wait_for_new_connection(Some(SOON)),
-        WaitOutcome::Ready
-    );
-    let conn = server.server.next_pending_connection().unwrap();
+    let conn = server.accept_one();
     drop(client);
     let err = conn
         .read(&mut [0u8; 16])
@@ -519,11 +506,7 @@ fn session_information_is_available() {
     )
     .unwrap();
     assert_eq!(client.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
-    assert_eq!(
-        server.server.wait_for_new_connection(Some(SOON)),
-        WaitOutcome::Ready
-    );
-    let conn = server.server.next_pending_connection().unwrap();
+    let conn = server.accept_one();
     let info = conn.session().unwrap();
     assert_eq!(info.protocol, Protocol::TlsV1_2);
     assert!(info.cipher.starts_with("TLS_ECDHE_"), "{}", info.cipher);
@@ -537,11 +520,7 @@ fn tls13_cipher_names_are_iana_names() {
     let (ca, config) = plain_config();
     let server = TestServer::start(&config);
     let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    assert_eq!(
-        server.server.wait_for_new_connection(Some(SOON)),
-        WaitOutcome::Ready
-    );
-    let conn = server.server.next_pending_connection().unwrap();
+    let conn = server.accept_one();
     let info = conn.session().unwrap();
     assert_eq!(info.protocol, Protocol::TlsV1_3);
     assert!(
@@ -671,11 +650,7 @@ fn data_sent_together_with_the_clients_finished_is_not_lost() {
     while tls.is_handshaking() || tls.wants_write() {
         tls.complete_io(&mut tcp).unwrap();
     }
-    assert_eq!(
-        server.server.wait_for_new_connection(Some(SOON)),
-        WaitOutcome::Ready
-    );
-    let conn = server.server.next_pending_connection().unwrap();
+    let conn = server.accept_one();
     assert!(conn.wait_for_ready_read(Some(SOON)));
     let mut buf = [0u8; 32];
     let n = conn.read(&mut buf).unwrap();
@@ -688,11 +663,7 @@ fn release_does_not_wait_for_a_writer_blocked_on_a_peer_that_does_not_read() {
     let server = TestServer::start(&config);
     // The client completes the handshake, then never reads.
     let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    assert_eq!(
-        server.server.wait_for_new_connection(Some(SOON)),
-        WaitOutcome::Ready
-    );
-    let conn = server.server.next_pending_connection().unwrap();
+    let conn = server.accept_one();
     let writer = {
         let conn = conn.clone();
         thread::spawn(move || {

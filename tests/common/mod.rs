@@ -172,6 +172,20 @@ impl TestServer {
     pub fn tcp(&self) -> TcpStream {
         TcpStream::connect(self.addr()).unwrap()
     }
+
+    /// Waits for the next handshaken connection and takes it.
+    pub fn accept_one(&self) -> Arc<sslserver::Connection> {
+        assert_eq!(
+            self.server.wait_for_new_connection(Some(SOON)),
+            sslserver::WaitOutcome::Ready
+        );
+        self.server.next_pending_connection().unwrap()
+    }
+}
+
+/// The kinds of `events`, in order.
+pub fn kinds_of(events: &[Recorded]) -> Vec<EventKind> {
+    events.iter().map(|e| e.kind).collect()
 }
 
 /// One event as the test sees it.
@@ -276,7 +290,7 @@ impl Recorder {
     }
 
     pub fn kinds(&self, port: u16) -> Vec<EventKind> {
-        self.finished(port).iter().map(|e| e.kind).collect()
+        kinds_of(&self.finished(port))
     }
 }
 
