@@ -226,7 +226,11 @@ int main(int argc, char **argv)
     }
 
     /* Block the shutdown signals before the library starts its thread (it
-       inherits this mask), so only the sigwait() below receives them. */
+       inherits this mask), so only the sigwait() below receives them. A
+       shell starts background jobs with SIGINT ignored, and an ignored
+       signal never reaches sigwait(): take the default disposition back. */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);

@@ -11,6 +11,7 @@ mod accept;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod dtls;
 pub mod error;
 pub mod events;
 pub mod ffi;

@@ -15,6 +15,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod config;
+pub mod dtls;
 pub mod events;
 pub mod server;
 pub mod socket;

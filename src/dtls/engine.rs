@@ -1,0 +1,412 @@
+//! The DTLS 1.2 engine: rtc-dtls (webrtc-rs), a sans-IO implementation,
+//! driven one peer at a time by the server's UDP thread.
+//!
+//! Each peer gets its own `rtc_dtls::endpoint::Endpoint`, created only after
+//! the stateless cookie check (`cookie.rs`) has passed. rtc-dtls always runs
+//! its own cookie exchange, with a random cookie it keeps per connection, so
+//! it cannot sit in front of the peer table by itself. To hand it a client
+//! whose cookie the server already verified, a new peer's engine is shown the
+//! exchange it missed:
+//!
+//! 1. the verified ClientHello with the cookie taken out and message_seq 0,
+//!    i.e. the client's first ClientHello, while the engine's random source
+//!    is primed to produce the verified cookie as the engine's own cookie;
+//! 2. the engine answers with a HelloVerifyRequest, which is checked to carry
+//!    exactly that cookie and is not sent (the client already has it);
+//! 3. the real ClientHello (with the cookie), which the engine now accepts as
+//!    the answer to its own HelloVerifyRequest.
+//!
+//! The handshake transcript of DTLS 1.2 leaves out the first ClientHello and
+//! the HelloVerifyRequest (RFC 6347 §4.2.1), so both sides hash the same
+//! messages. Step 2's check makes this fail closed: an engine version that
+//! draws its cookie differently makes every handshake fail with a clear
+//! error instead of doing anything unverified.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use rtc_dtls::cipher_suite::CipherSuiteId;
+use rtc_dtls::config::{ConfigBuilder, HandshakeConfig};
+use rtc_dtls::crypto_provider::providers::AwsLcRsProvider;
+use rtc_dtls::crypto_provider::{CryptoError, RTCCrypto, RTCCryptoProvider, RTCRandom};
+use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
+use rtc_shared::TransportProtocol;
+
+use super::cookie::{self, ClientHello, COOKIE_LEN, SECRET_LEN};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Looks up the key for a PSK identity; `None` refuses the client.
+pub type PskCallback = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
+/// The cipher suites offered, in preference order (the client's order
+/// decides). OpenSSL's default list has the first.
+const SUITES: [CipherSuiteId; 3] = [
+    CipherSuiteId::Tls_Psk_With_Aes_128_Gcm_Sha256,
+    CipherSuiteId::Tls_Psk_With_Aes_128_Ccm,
+    CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
+];
+
+thread_local! {
+    static IN_PSK_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is inside the application's PSK callback, where the
+/// server's lock is held and calls that take it must not be made.
+pub(crate) fn in_psk_callback() -> bool {
+    IN_PSK_CALLBACK.with(Cell::get)
+}
+
+/// Marks this thread as inside the PSK callback until dropped (also when
+/// the callback panics).
+struct PskCallbackScope;
+
+impl PskCallbackScope {
+    fn enter() -> Self {
+        IN_PSK_CALLBACK.with(|flag| flag.set(true));
+        PskCallbackScope
+    }
+}
+
+impl Drop for PskCallbackScope {
+    fn drop(&mut self) {
+        IN_PSK_CALLBACK.with(|flag| flag.set(false));
+    }
+}
+
+/// The random source of the engine: the provider's, except that one
+/// cookie-sized draw can be primed with a cookie (see the module docs).
+struct PrimedRandom {
+    inner: Arc<dyn RTCCryptoProvider>,
+    cookie: Mutex<Option<[u8; COOKIE_LEN]>>,
+}
+
+impl RTCRandom for PrimedRandom {
+    fn fill(&self, output: &mut [u8]) -> std::result::Result<(), CryptoError> {
+        if output.len() == COOKIE_LEN {
+            if let Some(cookie) = self.cookie.lock().take() {
+                output.copy_from_slice(&cookie);
+                return Ok(());
+            }
+        }
+        self.inner.random().fill(output)
+    }
+}
+
+/// AWS-LC (the library's TLS crypto too) with the primed random source.
+struct Provider {
+    inner: Arc<dyn RTCCryptoProvider>,
+    random: PrimedRandom,
+}
+
+impl RTCCryptoProvider for Provider {
+    fn name(&self) -> &'static str {
+        "libsslserver (aws-lc-rs, primed cookie)"
+    }
+
+    fn crypto(&self) -> &dyn RTCCrypto {
+        self.inner.crypto()
+    }
+
+    fn random(&self) -> &dyn RTCRandom {
+        &self.random
+    }
+}
+
+/// One listening session's engine configuration.
+pub(crate) struct EngineConfig {
+    provider: Arc<Provider>,
+    config: Arc<HandshakeConfig>,
+}
+
+impl EngineConfig {
+    /// `hint` is announced in ServerKeyExchange (none when empty); `psk`
+    /// chooses each client's key.
+    pub(crate) fn new(
+        hint: &[u8],
+        psk: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let inner: Arc<dyn RTCCryptoProvider> = Arc::new(AwsLcRsProvider::new());
+        let provider = Arc::new(Provider {
+            random: PrimedRandom {
+                inner: inner.clone(),
+                cookie: Mutex::new(None),
+            },
+            inner,
+        });
+        let lookup = move |identity: &[u8]| {
+            let key = {
+                let _inside = PskCallbackScope::enter();
+                psk(identity)
+            };
+            match key {
+                Some(key) if !key.is_empty() => Ok(key),
+                _ => Err(rtc_shared::error::Error::Other(format!(
+                    "unknown PSK identity \"{}\"",
+                    printable(identity)
+                ))),
+            }
+        };
+        let mut builder = ConfigBuilder::default()
+            .with_crypto_provider(provider.clone())
+            .with_cipher_suites(SUITES.to_vec())
+            .with_psk(Some(Arc::new(lookup)));
+        if !hint.is_empty() {
+            builder = builder.with_psk_identity_hint(Some(hint.to_vec()));
+        }
+        let config = builder
+            .build(false, None)
+            .map_err(|e| Error::new(ErrorKind::Tls, format!("DTLS configuration: {e}")))?;
+        Ok(EngineConfig {
+            provider,
+            config: Arc::new(config),
+        })
+    }
+
+    /// A fresh secret for the cookie jar, from the engine's CSPRNG.
+    pub(crate) fn secret(&self) -> [u8; SECRET_LEN] {
+        let mut secret = [0; SECRET_LEN];
+        if self.provider.inner.random().fill(&mut secret).is_err() {
+            // AWS-LC's generator does not fail; if it ever did, a secret
+            // from the clock and address-space layout still keeps cookies
+            // unguessable enough to stop blind spoofing.
+            let seed = format!("{:?}{:p}", Instant::now(), &secret);
+            secret.copy_from_slice(&sha2_digest(seed.as_bytes()));
+        }
+        secret
+    }
+}
+
+fn sha2_digest(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+/// Text for an identity in messages: UTF-8 as is, other bytes escaped.
+pub(crate) fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).escape_debug().to_string()
+}
+
+/// What the engine reports after a step.
+#[derive(Debug)]
+pub(crate) enum Output {
+    HandshakeComplete,
+    Data(Vec<u8>),
+    PeerClosed,
+}
+
+/// The result of feeding the engine: what happened, what to send, and the
+/// error that ends the session, if any.
+#[derive(Default)]
+pub(crate) struct Step {
+    pub outputs: Vec<Output>,
+    pub transmits: Vec<BytesMut>,
+    pub error: Option<String>,
+}
+
+/// One peer's DTLS state.
+pub(crate) struct PeerEngine {
+    endpoint: Endpoint,
+    /// The peer as the socket reports it.
+    remote: SocketAddr,
+}
+
+impl PeerEngine {
+    /// A session for a client whose ClientHello (`hello`, in `datagram`)
+    /// carries a cookie the server verified; see the module docs.
+    pub(crate) fn start(
+        config: &EngineConfig,
+        local: SocketAddr,
+        remote: SocketAddr,
+        hello: &ClientHello<'_>,
+        datagram: &[u8],
+        now: Instant,
+    ) -> std::result::Result<(Self, Step), String> {
+        let mut engine = PeerEngine {
+            endpoint: Endpoint::new(local, TransportProtocol::UDP, Some(config.config.clone())),
+            remote,
+        };
+        let cookie: [u8; COOKIE_LEN] = hello
+            .cookie()
+            .try_into()
+            .map_err(|_| "the cookie has the wrong length".to_string())?;
+        let first = hello.without_cookie(hello.record_sequence - 1);
+        *config.provider.random.cookie.lock() = Some(cookie);
+        let replayed = engine
+            .endpoint
+            .read(now, remote, None, BytesMut::from(&first[..]));
+        let unused = config.provider.random.cookie.lock().take();
+        replayed.map_err(|e| format!("the DTLS engine rejected the ClientHello: {e}"))?;
+        let mut answer = Vec::new();
+        while let Some(transmit) = engine.endpoint.poll_transmit() {
+            answer.push(transmit.message);
+        }
+        let adopted = unused.is_none()
+            && answer.len() == 1
+            && cookie::hello_verify_cookie(&answer[0]) == Some(&cookie[..]);
+        if !adopted {
+            // A ClientHello the engine cannot parse ends here too (it
+            // answers nothing); an engine that draws its cookie differently
+            // answers with another cookie.
+            return Err(format!(
+                "the DTLS engine did not take up the verified cookie (it answered {} \
+                 datagram(s){}): malformed ClientHello, or an incompatible rtc-dtls",
+                answer.len(),
+                if unused.is_some() {
+                    ", without drawing a cookie"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let step = engine.read(now, datagram);
+        Ok((engine, step))
+    }
+
+    /// Feeds one datagram from the peer.
+    pub(crate) fn read(&mut self, now: Instant, datagram: &[u8]) -> Step {
+        let mut step = Step::default();
+        match self
+            .endpoint
+            .read(now, self.remote, None, BytesMut::from(datagram))
+        {
+            Ok(events) => step.outputs = events.into_iter().filter_map(convert).collect(),
+            Err(e) => step.error = Some(describe(&e)),
+        }
+        self.drain(&mut step);
+        if matches!(step.error.as_deref(), Some(ALERT_ERROR)) {
+            step.error = Some(explain_alert(datagram, &step.transmits));
+        }
+        step
+    }
+
+    /// Encrypts `data` into one record for the peer.
+    pub(crate) fn write(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+    ) -> std::result::Result<Vec<BytesMut>, String> {
+        self.endpoint
+            .write(now, self.remote, data)
+            .map_err(|e| e.to_string())?;
+        let mut step = Step::default();
+        self.drain(&mut step);
+        Ok(step.transmits)
+    }
+
+    /// Sends close_notify; the engine is finished afterwards.
+    pub(crate) fn close(&mut self, now: Instant) -> Vec<BytesMut> {
+        let _ = self.endpoint.stop(now, self.remote);
+        let mut step = Step::default();
+        self.drain(&mut step);
+        step.transmits
+    }
+
+    /// When the engine next wants `on_timeout` (handshake retransmission).
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        self.endpoint.poll_timeout(&self.remote)
+    }
+
+    pub(crate) fn on_timeout(&mut self, now: Instant) -> Step {
+        let mut step = Step::default();
+        if let Err(e) = self.endpoint.handle_timeout(self.remote, now) {
+            step.error = Some(format!(
+                "no answer from the peer after the last retransmission ({e})"
+            ));
+        }
+        self.drain(&mut step);
+        step
+    }
+
+    /// The client's PSK identity, once known.
+    pub(crate) fn identity(&self) -> Vec<u8> {
+        self.endpoint
+            .get_connection_state(self.remote)
+            .map(|state| state.identity_hint.clone())
+            .unwrap_or_default()
+    }
+
+    /// The negotiated cipher suite's IANA name, once known.
+    pub(crate) fn cipher(&self) -> Option<String> {
+        self.endpoint
+            .get_connection_state(self.remote)
+            .and_then(|state| state.cipher_suite().map(|suite| suite.to_string()))
+    }
+
+    fn drain(&mut self, step: &mut Step) {
+        while let Some(transmit) = self.endpoint.poll_transmit() {
+            step.transmits.push(transmit.message);
+        }
+    }
+}
+
+fn convert(event: EndpointEvent) -> Option<Output> {
+    match event {
+        EndpointEvent::HandshakeComplete => Some(Output::HandshakeComplete),
+        EndpointEvent::ApplicationData(data) => Some(Output::Data(data.to_vec())),
+        EndpointEvent::PeerClosed => Some(Output::PeerClosed),
+        _ => None,
+    }
+}
+
+/// The engine's error as text for the application.
+fn describe(error: &rtc_shared::error::Error) -> String {
+    match error {
+        rtc_shared::error::Error::ErrAlertFatalOrClose => ALERT_ERROR.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Stands for the engine's "a fatal alert was sent or received", which
+/// `explain_alert` replaces with which one.
+const ALERT_ERROR: &str = "fatal alert";
+
+/// Which fatal alert ended a session: the peer's, if the datagram that
+/// failed is a plaintext alert, else the one the engine answered with.
+fn explain_alert(received: &[u8], sent: &[BytesMut]) -> String {
+    if let Some(code) = plaintext_alert(received) {
+        return format!("the peer sent a fatal alert: {}", alert_name(code));
+    }
+    match sent.iter().find_map(|d| plaintext_alert(d)) {
+        Some(115) => "the client's Finished message did not decrypt (wrong pre-shared key?); \
+             sent alert unknown_psk_identity"
+            .to_string(),
+        Some(code) => format!("sent a fatal alert: {}", alert_name(code)),
+        None => "the session ended with a fatal alert".to_string(),
+    }
+}
+
+/// The description of an unencrypted (epoch 0) alert record that starts
+/// `datagram`.
+fn plaintext_alert(datagram: &[u8]) -> Option<u8> {
+    let record = cookie::first_record(datagram)?;
+    if record.content_type != 21 || record.epoch != 0 {
+        return None;
+    }
+    datagram.get(14).copied()
+}
+
+fn alert_name(code: u8) -> String {
+    let name = match code {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        22 => "record_overflow",
+        40 => "handshake_failure",
+        47 => "illegal_parameter",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        90 => "user_canceled",
+        110 => "unsupported_extension",
+        115 => "unknown_psk_identity",
+        other => return format!("alert {other}"),
+    };
+    name.to_string()
+}

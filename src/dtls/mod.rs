@@ -1,0 +1,25 @@
+//! DTLS 1.2 with pre-shared keys over UDP: Qt's DTLS server example
+//! (`QDtls` + `QDtlsClientVerifier`) as a library.
+//!
+//! A [`DtlsServer`] owns a UDP socket and one thread that reads it. A
+//! ClientHello from an address without a session gets a stateless
+//! HelloVerifyRequest (`cookie`); only a ClientHello that returns a valid
+//! cookie creates a peer (`peers`), whose handshake the DTLS engine
+//! (`engine`, rtc-dtls) runs with a key the application picks from the
+//! client's PSK identity. Decrypted datagrams, completed handshakes, closes
+//! and errors are reported as [`DtlsEvent`]s; [`DtlsServer::write`] sends an
+//! encrypted datagram to a peer; [`DtlsServer::close`] sends close_notify to
+//! every peer.
+
+mod cookie;
+mod engine;
+mod peers;
+mod server;
+
+pub use engine::PskCallback;
+pub use server::{DtlsCallback, DtlsEvent, DtlsEventKind, DtlsServer, DtlsStats};
+pub use server::{
+    DTLSSERVER_DEFAULT_COOKIE_LIFETIME_MS, DTLSSERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    DTLSSERVER_DEFAULT_IDLE_TIMEOUT_MS, DTLSSERVER_DEFAULT_MAX_PEERS,
+    DTLSSERVER_MAX_DATAGRAM_PAYLOAD,
+};

@@ -1,0 +1,435 @@
+//! `dtlsserver_*`: the DTLS 1.2 server with pre-shared keys (Qt's DTLS
+//! server example: `QDtls` + `QDtlsClientVerifier`), the C view of
+//! [`crate::dtls::DtlsServer`].
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use super::{call, call_or, copy_out, share, text, CallResult, Failure};
+use super::{sslserver_result, static_text};
+use crate::dtls::{DtlsEvent, DtlsEventKind, DtlsServer};
+use crate::types::SocketError;
+
+/// The largest key a PSK callback can return, in bytes (the size of the
+/// buffer it writes into).
+pub const DTLSSERVER_MAX_PSK_LENGTH: usize = 256;
+
+/// What a dtlsserver_event reports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum dtlsserver_event_kind {
+    /// A ClientHello came back with a valid cookie (the stateless
+    /// HelloVerifyRequest round trip is done): the peer now has a session
+    /// and its handshake runs ("verified, starting a handshake").
+    DTLSSERVER_EVENT_HANDSHAKE_STARTED = 0,
+    /// The handshake completed; psk_identity is the client's identity. From
+    /// now on dtlsserver_write may send to the peer.
+    DTLSSERVER_EVENT_HANDSHAKE_COMPLETE = 1,
+    /// A datagram from the peer was decrypted; data/data_len is the plaintext.
+    DTLSSERVER_EVENT_DATAGRAM_RECEIVED = 2,
+    /// The peer sent close_notify (the server answered it); its session is gone.
+    DTLSSERVER_EVENT_PEER_CLOSED = 3,
+    /// Something failed: socket_error and description say what. With a peer
+    /// (peer_port != 0) that peer's session is gone: a failed handshake
+    /// (SSL_HANDSHAKE_FAILED, e.g. wrong key or refused identity), a handshake
+    /// deadline or idle timeout (SOCKET_TIMEOUT), a full peer table
+    /// (SOCKET_RESOURCE), a fatal alert after the handshake (SSL_INTERNAL).
+    DTLSSERVER_EVENT_ERROR = 4,
+}
+
+/// A `dtlsserver_event_kind` as C passes it (any int, checked on use).
+pub type RawDtlsEventKind = c_int;
+
+impl From<DtlsEventKind> for dtlsserver_event_kind {
+    fn from(kind: DtlsEventKind) -> Self {
+        use dtlsserver_event_kind::*;
+        match kind {
+            DtlsEventKind::HandshakeStarted => DTLSSERVER_EVENT_HANDSHAKE_STARTED,
+            DtlsEventKind::HandshakeComplete => DTLSSERVER_EVENT_HANDSHAKE_COMPLETE,
+            DtlsEventKind::DatagramReceived => DTLSSERVER_EVENT_DATAGRAM_RECEIVED,
+            DtlsEventKind::PeerClosed => DTLSSERVER_EVENT_PEER_CLOSED,
+            DtlsEventKind::Error => DTLSSERVER_EVENT_ERROR,
+        }
+    }
+}
+
+/// A DTLS server event; it and everything it points to are valid during the
+/// callback only.
+#[repr(C)]
+pub struct dtlsserver_event {
+    pub kind: dtlsserver_event_kind,
+    /// The peer's address, e.g. "127.0.0.1" or "::1" (IPv4-mapped IPv6
+    /// addresses are shown as IPv4); "" for errors of the socket itself.
+    pub peer_address: *const c_char,
+    /// The peer's UDP port; 0 for errors of the socket itself.
+    pub peer_port: u16,
+    /// DATAGRAM_RECEIVED: the decrypted datagram; NULL when data_len is 0.
+    pub data: *const u8,
+    pub data_len: usize,
+    /// The client's PSK identity (not NUL-terminated) once the handshake got
+    /// that far; NULL when psk_identity_len is 0.
+    pub psk_identity: *const u8,
+    pub psk_identity_len: usize,
+    /// ERROR: what failed (UNKNOWN for the other kinds).
+    pub socket_error: SocketError,
+    /// Human-readable text for the event, never NULL, e.g.
+    /// "127.0.0.1:5000: successfully completed a handshake (...)".
+    pub description: *const c_char,
+}
+
+/// An event callback.
+pub type dtlsserver_callback =
+    Option<unsafe extern "C" fn(event: *const dtlsserver_event, userdata: *mut c_void)>;
+
+/// The PSK callback: the client announced `identity` (`identity_len` bytes,
+/// not NUL-terminated, may contain any byte). Write the key for it into
+/// `key` (room for `key_capacity` = DTLSSERVER_MAX_PSK_LENGTH bytes) and
+/// return its length (1..key_capacity); return 0 or a negative number to
+/// refuse the client (its handshake fails with an alert and an ERROR event).
+pub type dtlsserver_psk_callback = Option<
+    unsafe extern "C" fn(
+        identity: *const u8,
+        identity_len: usize,
+        key: *mut u8,
+        key_capacity: usize,
+        userdata: *mut c_void,
+    ) -> c_int,
+>;
+
+/// A C function and its userdata.
+struct CFunction<F> {
+    function: F,
+    userdata: *mut c_void,
+}
+
+// SAFETY: the C contract (dtlsserver_register_callback,
+// dtlsserver_set_psk_callback) says callbacks run on the library's thread;
+// the application registers only userdata that may be used from there. The
+// library never dereferences it.
+unsafe impl<F> Send for CFunction<F> {}
+// SAFETY: as above; the library only passes the pointer along.
+unsafe impl<F> Sync for CFunction<F> {}
+
+type EventFn = unsafe extern "C" fn(*const dtlsserver_event, *mut c_void);
+type PskFn = unsafe extern "C" fn(*const u8, usize, *mut u8, usize, *mut c_void) -> c_int;
+
+fn c_string(text: &str) -> CString {
+    CString::new(text.replace('\0', " ")).unwrap_or_default()
+}
+
+fn pointer_or_null(bytes: &[u8]) -> *const u8 {
+    if bytes.is_empty() {
+        std::ptr::null()
+    } else {
+        bytes.as_ptr()
+    }
+}
+
+impl CFunction<EventFn> {
+    fn deliver(&self, event: &DtlsEvent) {
+        let address = c_string(&event.peer.map_or(String::new(), |p| p.ip().to_string()));
+        let description = c_string(&event.description);
+        let c_event = dtlsserver_event {
+            kind: event.kind.into(),
+            peer_address: address.as_ptr(),
+            peer_port: event.peer.map_or(0, |p| p.port()),
+            data: pointer_or_null(&event.data),
+            data_len: event.data.len(),
+            psk_identity: pointer_or_null(&event.psk_identity),
+            psk_identity_len: event.psk_identity.len(),
+            socket_error: event.socket_error,
+            description: description.as_ptr(),
+        };
+        // SAFETY: `function` is the application's callback; the event and
+        // the strings and buffers it points to outlive the call.
+        unsafe { (self.function)(&c_event, self.userdata) }
+    }
+}
+
+impl CFunction<PskFn> {
+    fn key_for(&self, identity: &[u8]) -> Option<Vec<u8>> {
+        let mut key = [0u8; DTLSSERVER_MAX_PSK_LENGTH];
+        // SAFETY: `function` is the application's PSK callback; `identity`
+        // is readable for its length and `key` writable for its length
+        // during the call.
+        let n = unsafe {
+            (self.function)(
+                pointer_or_null(identity),
+                identity.len(),
+                key.as_mut_ptr(),
+                key.len(),
+                self.userdata,
+            )
+        };
+        let result = usize::try_from(n)
+            .ok()
+            .filter(|&n| n >= 1 && n <= key.len())
+            .map(|n| key[..n].to_vec());
+        key.fill(0);
+        result
+    }
+}
+
+/// Runs `body` with a reference to the server behind `server`, held for the
+/// whole call (so dtlsserver_free on another thread cannot free it early).
+fn with_server(
+    server: *const DtlsServer,
+    body: impl FnOnce(&DtlsServer) -> CallResult,
+) -> sslserver_result {
+    call(|| {
+        // SAFETY: the C caller passes NULL or a live handle from dtlsserver_new.
+        let server = unsafe { share(server) }.ok_or_else(|| Failure::null("server"))?;
+        body(&server)
+    })
+}
+
+/// A getter's value, `fallback` for NULL.
+fn read_server<T: Copy>(
+    server: *const DtlsServer,
+    fallback: T,
+    body: impl FnOnce(&DtlsServer) -> T,
+) -> T {
+    call_or(fallback, || {
+        // SAFETY: the C caller passes NULL or a live handle from dtlsserver_new.
+        unsafe { share(server) }.map_or(fallback, |s| body(&s))
+    })
+}
+
+/// Creates a DTLS server (not listening, no PSK callback, no identity hint).
+/// NULL only if out of memory.
+#[no_mangle]
+pub extern "C" fn dtlsserver_new() -> *mut DtlsServer {
+    call_or(std::ptr::null_mut(), || {
+        Arc::into_raw(Arc::new(DtlsServer::new())).cast_mut()
+    })
+}
+
+/// Closes the server (as dtlsserver_close: close_notify to every peer) and
+/// frees it. Safe from any thread, except from one of its own callbacks.
+/// NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dtlsserver_free(server: *mut DtlsServer) {
+    call_or((), || {
+        if !server.is_null() {
+            // SAFETY: a non-NULL server came from dtlsserver_new and this call
+            // gives up the caller's reference, once.
+            let server = unsafe { Arc::from_raw(server.cast_const()) };
+            server.close();
+        }
+    })
+}
+
+/// The PSK identity hint announced to clients in the handshake (NULL or ""
+/// = none, the default). Applies to handshakes started afterwards.
+#[no_mangle]
+pub extern "C" fn dtlsserver_set_identity_hint(
+    server: *mut DtlsServer,
+    hint: *const c_char,
+) -> sslserver_result {
+    with_server(server, |s| {
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let hint = unsafe { text(hint, "hint") }?.unwrap_or("");
+        Ok(s.set_identity_hint(hint.as_bytes())?)
+    })
+}
+
+/// Sets the callback that picks the key for a client's PSK identity (see
+/// dtlsserver_psk_callback); `cb` NULL removes it, and every client is then
+/// refused. Required before dtlsserver_listen. It runs on the server's
+/// thread during the handshake, while the server's lock is held: it must
+/// not call dtlsserver_write (that returns SSLSERVER_ERROR_INVALID_STATE)
+/// nor dtlsserver_free; dtlsserver_close is allowed.
+#[no_mangle]
+pub extern "C" fn dtlsserver_set_psk_callback(
+    server: *mut DtlsServer,
+    cb: dtlsserver_psk_callback,
+    userdata: *mut c_void,
+) -> sslserver_result {
+    with_server(server, |s| {
+        let callback = cb.map(|function| {
+            let c_function = CFunction { function, userdata };
+            Arc::new(move |identity: &[u8]| c_function.key_for(identity))
+                as crate::dtls::PskCallback
+        });
+        s.set_psk_callback(callback);
+        Ok(())
+    })
+}
+
+/// Sets the callback for one event kind (registering again replaces it; `cb`
+/// NULL removes it). `userdata` is passed back untouched. Callbacks run on
+/// the server's thread with no library lock held, one at a time, and may
+/// call any function here (dtlsserver_write to answer a datagram,
+/// dtlsserver_close) except dtlsserver_free on this server. They must return
+/// (no longjmp, no C++ exceptions).
+#[no_mangle]
+pub extern "C" fn dtlsserver_register_callback(
+    server: *mut DtlsServer,
+    kind: RawDtlsEventKind,
+    cb: dtlsserver_callback,
+    userdata: *mut c_void,
+) -> sslserver_result {
+    with_server(server, |s| {
+        let kind = DtlsEventKind::from_raw(kind)
+            .ok_or_else(|| Failure::invalid(format!("{kind} is not a DTLS event kind")))?;
+        let callback = cb.map(|function| {
+            let c_function = CFunction { function, userdata };
+            Arc::new(move |event: &DtlsEvent| c_function.deliver(event))
+                as crate::dtls::DtlsCallback
+        });
+        s.set_callback(kind, callback);
+        Ok(())
+    })
+}
+
+/// One deadline per peer from its verified ClientHello to handshake
+/// completion, in ms (default 5000; -1 = none). Applies to handshakes
+/// started afterwards. Lost flights are retransmitted within it (1 s, 2 s,
+/// 4 s, ...).
+#[no_mangle]
+pub extern "C" fn dtlsserver_set_handshake_timeout(
+    server: *mut DtlsServer,
+    msecs: c_int,
+) -> sslserver_result {
+    with_server(server, |s| Ok(s.set_handshake_timeout(msecs)?))
+}
+
+/// The handshake timeout in ms (-1 = none); 0 for NULL.
+#[no_mangle]
+pub extern "C" fn dtlsserver_handshake_timeout(server: *const DtlsServer) -> c_int {
+    read_server(server, 0, DtlsServer::handshake_timeout)
+}
+
+/// A peer whose handshake completed and from which nothing authenticated
+/// arrives for this long (ms) is sent close_notify and dropped, with an
+/// ERROR event (SOCKET_TIMEOUT). Default 300000; -1 = never. Applies to
+/// handshakes completed afterwards.
+#[no_mangle]
+pub extern "C" fn dtlsserver_set_idle_timeout(
+    server: *mut DtlsServer,
+    msecs: c_int,
+) -> sslserver_result {
+    with_server(server, |s| Ok(s.set_idle_timeout(msecs)?))
+}
+
+/// The idle timeout in ms (-1 = never); 0 for NULL.
+#[no_mangle]
+pub extern "C" fn dtlsserver_idle_timeout(server: *const DtlsServer) -> c_int {
+    read_server(server, 0, DtlsServer::idle_timeout)
+}
+
+/// Bounds the peers with a session, handshaking or established (default
+/// 1024, at least 1). A client whose cookie checks out while the table is
+/// full is dropped with an ERROR event (SOCKET_RESOURCE). Clients that have
+/// not returned a cookie never count: they cost the server no memory.
+#[no_mangle]
+pub extern "C" fn dtlsserver_set_max_peers(server: *mut DtlsServer, n: c_int) -> sslserver_result {
+    with_server(server, |s| Ok(s.set_max_peers(n)?))
+}
+
+/// The peer bound; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn dtlsserver_max_peers(server: *const DtlsServer) -> c_int {
+    read_server(server, 0, DtlsServer::max_peers)
+}
+
+/// Binds a UDP socket to `address` (NULL or "" = every address, dual-stack
+/// where possible; otherwise an IPv4 or IPv6 literal) and `port` (0 = an
+/// ephemeral port, read it back with dtlsserver_server_port) and starts the
+/// server's thread. Requires dtlsserver_set_psk_callback first
+/// (SSLSERVER_ERROR_INVALID_STATE otherwise, and while listening).
+#[no_mangle]
+pub extern "C" fn dtlsserver_listen(
+    server: *mut DtlsServer,
+    address: *const c_char,
+    port: u16,
+) -> sslserver_result {
+    with_server(server, |s| {
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let address = unsafe { text(address, "address") }?;
+        Ok(s.listen(address, port)?)
+    })
+}
+
+/// Whether the server is listening; false for NULL.
+#[no_mangle]
+pub extern "C" fn dtlsserver_is_listening(server: *const DtlsServer) -> bool {
+    read_server(server, false, DtlsServer::is_listening)
+}
+
+/// The bound UDP port; 0 when not listening.
+#[no_mangle]
+pub extern "C" fn dtlsserver_server_port(server: *const DtlsServer) -> u16 {
+    read_server(server, 0, |s| s.local_addr().map_or(0, |a| a.port()))
+}
+
+/// The bound address, e.g. "127.0.0.1" or "::" (string-out convention).
+/// SSLSERVER_ERROR_INVALID_STATE when not listening.
+#[no_mangle]
+pub extern "C" fn dtlsserver_server_address(
+    server: *const DtlsServer,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> sslserver_result {
+    with_server(server, |s| {
+        let addr = s.local_addr().ok_or_else(|| {
+            Failure::from(crate::Error::invalid_state("the server is not listening"))
+        })?;
+        // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
+        unsafe { copy_out(&addr.ip().to_string(), buf, len, out_n) }
+    })
+}
+
+/// Encrypts `data` (`len` bytes, at most 16384; NULL allowed with 0) into
+/// one datagram to the peer at `peer_address` (as in the events, e.g.
+/// "127.0.0.1") and `peer_port`, whose handshake has completed. Returns
+/// SSLSERVER_ERROR_CLOSED when there is no session with that peer (never
+/// connected, closed or timed out), SSLSERVER_ERROR_INVALID_STATE while its
+/// handshake runs. Like any UDP send, delivery is not guaranteed.
+#[no_mangle]
+pub extern "C" fn dtlsserver_write(
+    server: *mut DtlsServer,
+    peer_address: *const c_char,
+    peer_port: u16,
+    data: *const u8,
+    len: usize,
+) -> sslserver_result {
+    with_server(server, |s| {
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let address = unsafe { super::required_text(peer_address, "peer_address") }?;
+        let literal = address.trim().trim_start_matches('[').trim_end_matches(']');
+        let ip: IpAddr = literal
+            .parse()
+            .map_err(|_| Failure::invalid(format!("'{address}' is not an IPv4 or IPv6 address")))?;
+        // SAFETY: the caller passes `len` readable bytes (or NULL with 0).
+        let data = unsafe { super::bytes(data, len, "data") }?;
+        Ok(s.write(SocketAddr::new(ip, peer_port), data)?)
+    })
+}
+
+/// The peers that have a session now (handshaking or established); 0 for
+/// NULL or when not listening.
+#[no_mangle]
+pub extern "C" fn dtlsserver_peer_count(server: *const DtlsServer) -> usize {
+    read_server(server, 0, DtlsServer::peer_count)
+}
+
+/// Sends close_notify to every peer, closes the socket and joins the
+/// server's thread; no callback runs after it returns (other than one
+/// already running on the calling thread). Safe at any moment, from any
+/// thread and from callbacks (there the rest completes when the callback
+/// returns). dtlsserver_listen may be called again.
+#[no_mangle]
+pub extern "C" fn dtlsserver_close(server: *mut DtlsServer) {
+    read_server(server, (), DtlsServer::close)
+}
+
+/// The name of a DTLS event kind, e.g. "DATAGRAM_RECEIVED"; never NULL.
+#[no_mangle]
+pub extern "C" fn dtlsserver_event_kind_name(kind: RawDtlsEventKind) -> *const c_char {
+    call_or(static_text("unknown\0"), || {
+        super::name_text(DtlsEventKind::from_raw(kind).map(DtlsEventKind::name))
+    })
+}
