@@ -24,6 +24,26 @@
 #define SSLSERVER_VERSION_MINOR 1
 #define SSLSERVER_VERSION_PATCH 0
 
+// The DTLS server's default handshake timeout, in ms.
+#define DTLSSERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS 5000
+
+// The DTLS server's default idle timeout, in ms.
+#define DTLSSERVER_DEFAULT_IDLE_TIMEOUT_MS 300000
+
+// The DTLS server's default bound on peers with a session.
+#define DTLSSERVER_DEFAULT_MAX_PEERS 1024
+
+// How long a cookie secret is current, in ms; cookies made with it stay
+// valid for one more period after it is replaced.
+#define DTLSSERVER_DEFAULT_COOKIE_LIFETIME_MS 60000
+
+// The largest plaintext one datagram may carry (one DTLS record).
+#define DTLSSERVER_MAX_DATAGRAM_PAYLOAD 16384
+
+// The largest key a PSK callback can return, in bytes (the size of the
+// buffer it writes into).
+#define DTLSSERVER_MAX_PSK_LENGTH 256
+
 // The default handshake timeout, in ms.
 #define SSLSERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS 5000
 
@@ -125,6 +145,27 @@ typedef enum sslserver_ssl_error_code {
   SSLSERVER_SSL_ERROR_CERTIFICATE_BLACKLISTED = 24,
   SSLSERVER_SSL_ERROR_CERTIFICATE_STATUS_UNKNOWN = 25,
 } sslserver_ssl_error_code;
+
+// What a dtlsserver_event reports.
+typedef enum dtlsserver_event_kind {
+  // A ClientHello came back with a valid cookie (the stateless
+  // HelloVerifyRequest round trip is done): the peer now has a session
+  // and its handshake runs ("verified, starting a handshake").
+  DTLSSERVER_EVENT_HANDSHAKE_STARTED = 0,
+  // The handshake completed; psk_identity is the client's identity. From
+  // now on dtlsserver_write may send to the peer.
+  DTLSSERVER_EVENT_HANDSHAKE_COMPLETE = 1,
+  // A datagram from the peer was decrypted; data/data_len is the plaintext.
+  DTLSSERVER_EVENT_DATAGRAM_RECEIVED = 2,
+  // The peer sent close_notify (the server answered it); its session is gone.
+  DTLSSERVER_EVENT_PEER_CLOSED = 3,
+  // Something failed: socket_error and description say what. With a peer
+  // (peer_port != 0) that peer's session is gone: a failed handshake
+  // (SSL_HANDSHAKE_FAILED, e.g. wrong key or refused identity), a handshake
+  // deadline or idle timeout (SOCKET_TIMEOUT), a full peer table
+  // (SOCKET_RESOURCE), a fatal alert after the handshake (SSL_INTERNAL).
+  DTLSSERVER_EVENT_ERROR = 4,
+} dtlsserver_event_kind;
 
 // Why a socket failed: `QAbstractSocket::SocketError`, same numbers.
 typedef enum sslserver_socket_error {
@@ -243,6 +284,9 @@ typedef enum sslserver_socket_state {
 // with `sslsocket_connect_encrypted`. Free owned ones with `sslsocket_free`.
 typedef struct sslsocket sslsocket;
 
+// A DTLS 1.2 server with pre-shared keys (Qt's `QDtls` server side).
+typedef struct dtlsserver dtlsserver;
+
 // A TLS server: create it with `sslserver_new`, give it a certificate with
 // `sslserver_set_config`, `sslserver_listen`, and take handshaken
 // connections with `sslserver_next_pending_connection`.
@@ -270,6 +314,43 @@ typedef struct sslserver_ssl_error {
 typedef bool (*sslconfig_ssl_errors_callback)(const struct sslserver_ssl_error *errors,
                                               size_t count,
                                               void *userdata);
+
+// The PSK callback: the client announced `identity` (`identity_len` bytes,
+// not NUL-terminated, may contain any byte). Write the key for it into
+// `key` (room for `key_capacity` = DTLSSERVER_MAX_PSK_LENGTH bytes) and
+// return its length (1..key_capacity); return 0 or a negative number to
+// refuse the client (its handshake fails with an alert and an ERROR event).
+typedef int (*dtlsserver_psk_callback)(const uint8_t *identity,
+                                       size_t identity_len,
+                                       uint8_t *key,
+                                       size_t key_capacity,
+                                       void *userdata);
+
+// A DTLS server event; it and everything it points to are valid during the
+// callback only.
+typedef struct dtlsserver_event {
+  enum dtlsserver_event_kind kind;
+  // The peer's address, e.g. "127.0.0.1" or "::1" (IPv4-mapped IPv6
+  // addresses are shown as IPv4); "" for errors of the socket itself.
+  const char *peer_address;
+  // The peer's UDP port; 0 for errors of the socket itself.
+  uint16_t peer_port;
+  // DATAGRAM_RECEIVED: the decrypted datagram; NULL when data_len is 0.
+  const uint8_t *data;
+  size_t data_len;
+  // The client's PSK identity (not NUL-terminated) once the handshake got
+  // that far; NULL when psk_identity_len is 0.
+  const uint8_t *psk_identity;
+  size_t psk_identity_len;
+  // ERROR: what failed (UNKNOWN for the other kinds).
+  enum sslserver_socket_error socket_error;
+  // Human-readable text for the event, never NULL, e.g.
+  // "127.0.0.1:5000: successfully completed a handshake (...)".
+  const char *description;
+} dtlsserver_event;
+
+// An event callback.
+typedef void (*dtlsserver_callback)(const struct dtlsserver_event *event, void *userdata);
 
 // An event, valid during the callback only.
 typedef struct sslserver_event {
@@ -430,6 +511,115 @@ enum sslserver_result sslconfig_set_ignored_ssl_errors(struct sslconfig *cfg,
 enum sslserver_result sslconfig_set_ssl_errors_callback(struct sslconfig *cfg,
                                                         sslconfig_ssl_errors_callback cb,
                                                         void *userdata);
+
+// Creates a DTLS server (not listening, no PSK callback, no identity hint).
+// NULL only if out of memory.
+struct dtlsserver *dtlsserver_new(void);
+
+// Closes the server (as dtlsserver_close: close_notify to every peer) and
+// frees it. Safe from any thread, except from one of its own callbacks.
+// NULL is a no-op.
+void dtlsserver_free(struct dtlsserver *server);
+
+// The PSK identity hint announced to clients in the handshake (NULL or ""
+// = none, the default). Applies to handshakes started afterwards.
+enum sslserver_result dtlsserver_set_identity_hint(struct dtlsserver *server, const char *hint);
+
+// Sets the callback that picks the key for a client's PSK identity (see
+// dtlsserver_psk_callback); `cb` NULL removes it, and every client is then
+// refused. Required before dtlsserver_listen. It runs on the server's
+// thread during the handshake, while the server's lock is held: it must
+// not call dtlsserver_write (that returns SSLSERVER_ERROR_INVALID_STATE)
+// nor dtlsserver_free; dtlsserver_close is allowed.
+enum sslserver_result dtlsserver_set_psk_callback(struct dtlsserver *server,
+                                                  dtlsserver_psk_callback cb,
+                                                  void *userdata);
+
+// Sets the callback for one event kind (registering again replaces it; `cb`
+// NULL removes it). `userdata` is passed back untouched. Callbacks run on
+// the server's thread with no library lock held, one at a time, and may
+// call any function here (dtlsserver_write to answer a datagram,
+// dtlsserver_close) except dtlsserver_free on this server. They must return
+// (no longjmp, no C++ exceptions).
+enum sslserver_result dtlsserver_register_callback(struct dtlsserver *server,
+                                                   dtlsserver_event_kind kind,
+                                                   dtlsserver_callback cb,
+                                                   void *userdata);
+
+// One deadline per peer from its verified ClientHello to handshake
+// completion, in ms (default 5000; -1 = none). Applies to handshakes
+// started afterwards. Lost flights are retransmitted within it (1 s, 2 s,
+// 4 s, ...).
+enum sslserver_result dtlsserver_set_handshake_timeout(struct dtlsserver *server, int msecs);
+
+// The handshake timeout in ms (-1 = none); 0 for NULL.
+int dtlsserver_handshake_timeout(const struct dtlsserver *server);
+
+// A peer whose handshake completed and from which nothing authenticated
+// arrives for this long (ms) is sent close_notify and dropped, with an
+// ERROR event (SOCKET_TIMEOUT). Default 300000; -1 = never. Applies to
+// handshakes completed afterwards.
+enum sslserver_result dtlsserver_set_idle_timeout(struct dtlsserver *server, int msecs);
+
+// The idle timeout in ms (-1 = never); 0 for NULL.
+int dtlsserver_idle_timeout(const struct dtlsserver *server);
+
+// Bounds the peers with a session, handshaking or established (default
+// 1024, at least 1). A client whose cookie checks out while the table is
+// full is dropped with an ERROR event (SOCKET_RESOURCE). Clients that have
+// not returned a cookie never count: they cost the server no memory.
+enum sslserver_result dtlsserver_set_max_peers(struct dtlsserver *server, int n);
+
+// The peer bound; 0 for NULL.
+int dtlsserver_max_peers(const struct dtlsserver *server);
+
+// Binds a UDP socket to `address` (NULL or "" = every address, dual-stack
+// where possible; otherwise an IPv4 or IPv6 literal) and `port` (0 = an
+// ephemeral port, read it back with dtlsserver_server_port) and starts the
+// server's thread. Requires dtlsserver_set_psk_callback first
+// (SSLSERVER_ERROR_INVALID_STATE otherwise, and while listening).
+enum sslserver_result dtlsserver_listen(struct dtlsserver *server,
+                                        const char *address,
+                                        uint16_t port);
+
+// Whether the server is listening; false for NULL.
+bool dtlsserver_is_listening(const struct dtlsserver *server);
+
+// The bound UDP port; 0 when not listening.
+uint16_t dtlsserver_server_port(const struct dtlsserver *server);
+
+// The bound address, e.g. "127.0.0.1" or "::" (string-out convention).
+// SSLSERVER_ERROR_INVALID_STATE when not listening.
+enum sslserver_result dtlsserver_server_address(const struct dtlsserver *server,
+                                                char *buf,
+                                                size_t len,
+                                                size_t *out_n);
+
+// Encrypts `data` (`len` bytes, at most 16384; NULL allowed with 0) into
+// one datagram to the peer at `peer_address` (as in the events, e.g.
+// "127.0.0.1") and `peer_port`, whose handshake has completed. Returns
+// SSLSERVER_ERROR_CLOSED when there is no session with that peer (never
+// connected, closed or timed out), SSLSERVER_ERROR_INVALID_STATE while its
+// handshake runs. Like any UDP send, delivery is not guaranteed.
+enum sslserver_result dtlsserver_write(struct dtlsserver *server,
+                                       const char *peer_address,
+                                       uint16_t peer_port,
+                                       const uint8_t *data,
+                                       size_t len);
+
+// The peers that have a session now (handshaking or established); 0 for
+// NULL or when not listening.
+size_t dtlsserver_peer_count(const struct dtlsserver *server);
+
+// Sends close_notify to every peer, closes the socket and joins the
+// server's thread; no callback runs after it returns (other than one
+// already running on the calling thread). Safe at any moment, from any
+// thread and from callbacks (there the rest completes when the callback
+// returns). dtlsserver_listen may be called again.
+void dtlsserver_close(struct dtlsserver *server);
+
+// The name of a DTLS event kind, e.g. "DATAGRAM_RECEIVED"; never NULL.
+const char *dtlsserver_event_kind_name(dtlsserver_event_kind kind);
 
 // The name of an event kind, e.g. "NEW_CONNECTION"; never NULL.
 const char *sslserver_event_kind_name(sslserver_event_kind kind);
