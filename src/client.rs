@@ -122,7 +122,7 @@ fn refused(
             "the server closed the connection during the handshake",
         ),
         Failure::Io(e) => Error::new(ErrorKind::Io, os_reason(&e)),
-        Failure::NotTls(_) | Failure::Internal(_) => {
+        Failure::NotTls(_) | Failure::Internal(_) | Failure::Unreadable(..) => {
             Error::new(ErrorKind::Tls, "the TLS handshake failed")
         }
         Failure::Tls(err, alert) => {

@@ -109,6 +109,9 @@ struct Io {
     plaintext: usize,
     /// close_notify arrived; input ends once `plaintext` is consumed.
     peer_closed: bool,
+    /// Plaintext decrypted before a TLS error, taken out of rustls when the
+    /// error came; read before the error is reported.
+    salvaged: Vec<u8>,
     input: Input,
     /// close_notify sent or the write side failed.
     output_closed: bool,
@@ -122,6 +125,27 @@ impl Io {
             while tls.wants_write() {
                 // Writing into a Vec cannot fail.
                 let _ = tls.write_tls(&mut self.outgoing);
+            }
+        }
+    }
+
+    /// Takes in the result of `process_new_packets`. On an error, what was
+    /// decrypted before the bad record stays readable: it is authentic.
+    fn absorb(&mut self, state: std::result::Result<rustls::IoState, rustls::Error>) {
+        match state {
+            Ok(state) => {
+                self.plaintext = state.plaintext_bytes_to_read();
+                self.peer_closed = state.peer_has_closed();
+                self.end_if_closed();
+            }
+            Err(e) => {
+                if let Some(tls) = self.tls.as_mut() {
+                    // Stops at the end of the buffered plaintext (WouldBlock).
+                    let _ = tls.reader().read_to_end(&mut self.salvaged);
+                }
+                self.plaintext = self.salvaged.len();
+                self.input = Input::Failed;
+                self.fail(SocketError::SslInternal, format!("TLS error: {e}"));
             }
         }
     }
@@ -187,6 +211,7 @@ impl Connection {
                 outgoing: Vec::new(),
                 plaintext: 0,
                 peer_closed: false,
+                salvaged: Vec::new(),
                 input: Input::Open,
                 output_closed: false,
                 error: SocketError::Unknown,
@@ -330,18 +355,8 @@ impl Connection {
         // decrypted by the handshake already.
         let state = tls.process_new_packets();
         let mut io = self.io.lock();
-        match state {
-            Ok(state) => {
-                io.plaintext = state.plaintext_bytes_to_read();
-                io.peer_closed = state.peer_has_closed();
-            }
-            Err(e) => {
-                io.input = Input::Failed;
-                io.fail(SocketError::SslInternal, format!("TLS error: {e}"));
-            }
-        }
         io.tls = Some(tls);
-        io.end_if_closed();
+        io.absorb(state);
     }
 
     /// Decrypted bytes ready to read without blocking.
@@ -557,17 +572,8 @@ impl Connection {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
             Err(e) => return self.input_failed(io, &e),
         }
-        match tls.process_new_packets() {
-            Ok(state) => {
-                io.plaintext = state.plaintext_bytes_to_read();
-                io.peer_closed = state.peer_has_closed();
-                io.end_if_closed();
-            }
-            Err(e) => {
-                io.input = Input::Failed;
-                io.fail(SocketError::SslInternal, format!("TLS error: {e}"));
-            }
-        }
+        let state = tls.process_new_packets();
+        io.absorb(state);
         io.collect_outgoing();
     }
 
@@ -657,8 +663,15 @@ fn check_writable(io: &Io) -> Result<()> {
 }
 
 fn take_plaintext(io: &mut Io, buf: &mut [u8]) -> usize {
-    let tls = io.tls.as_mut().expect("plaintext comes from rustls");
-    let n = tls.reader().read(buf).unwrap_or(0);
+    let n = if io.salvaged.is_empty() {
+        let tls = io.tls.as_mut().expect("plaintext comes from rustls");
+        tls.reader().read(buf).unwrap_or(0)
+    } else {
+        let n = buf.len().min(io.salvaged.len());
+        buf[..n].copy_from_slice(&io.salvaged[..n]);
+        io.salvaged.drain(..n);
+        n
+    };
     io.plaintext -= n;
     io.end_if_closed();
     n

@@ -73,6 +73,9 @@ pub(crate) enum Failure {
     /// rustls refused the handshake; the bytes are what it queued to send
     /// (the fatal alert).
     Tls(rustls::Error, Vec<u8>),
+    /// rustls refused the peer's bytes before parsing them (corrupt framing,
+    /// a handshake message over 64 KiB); the alert to send for it.
+    Unreadable(String, AlertType),
     Internal(String),
 }
 
@@ -135,19 +138,41 @@ pub(crate) fn complete(
     tls: &mut rustls::Connection,
     deadline: HandshakeDeadline,
 ) -> Result<(), Failure> {
+    let mut sent_flight = false;
     while tls.is_handshaking() {
+        sent_flight |= tls.wants_write();
         send_pending(connection, tls, deadline)?;
-        read_some(connection, tls, deadline)?;
+        match read_some(connection, tls, deadline) {
+            Err(Failure::Unreadable(text, alert)) => {
+                let err = rustls::Error::General(text);
+                return Err(Failure::Tls(err, own_alert(tls, sent_flight, alert)));
+            }
+            other => other?,
+        }
         if let Err(err) = tls.process_new_packets() {
             let mut alert = Vec::new();
             while tls.wants_write() {
                 let _ = tls.write_tls(&mut alert);
+            }
+            if alert.is_empty() {
+                alert = own_alert(tls, sent_flight, alert_for(&err));
             }
             return Err(Failure::Tls(err, alert));
         }
     }
     // The last flight (and TLS 1.3 session tickets) follow.
     send_pending(connection, tls, deadline)
+}
+
+/// A fatal alert record for an error rustls refused without queuing one:
+/// possible on a server before its first flight, while alerts still go in
+/// plaintext (later they would need keys only rustls holds).
+fn own_alert(tls: &rustls::Connection, sent_flight: bool, alert: AlertType) -> Vec<u8> {
+    if matches!(tls, rustls::Connection::Server(_)) && !sent_flight {
+        vec![ALERT_RECORD, 3, 3, 0, 2, 2, alert as u8]
+    } else {
+        Vec::new()
+    }
 }
 
 /// The SNI name a client asked for.
@@ -210,6 +235,18 @@ fn read_some(
             Ok(0) => return Err(Failure::PeerClosed),
             Ok(_) => return Ok(()),
             Err(e) if is_retryable(&e) => continue,
+            // rustls refused the bytes before parsing them into messages
+            // (corrupt framing, a handshake message over 64 KiB) and queued
+            // no alert.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(Failure::Unreadable(e.to_string(), AlertType::DecodeError))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Other => {
+                return Err(Failure::Unreadable(
+                    e.to_string(),
+                    AlertType::IllegalParameter,
+                ))
+            }
             Err(e) => return Err(Failure::Io(e)),
         }
     }
@@ -280,7 +317,9 @@ fn fail(
                 format!("the TLS handshake failed: {}", os_reason(&err)),
             ),
         },
-        Failure::Internal(text) => (SocketError::SslHandshakeFailed, text),
+        Failure::Internal(text) | Failure::Unreadable(text, _) => {
+            (SocketError::SslHandshakeFailed, text)
+        }
         Failure::Tls(err, alert) => {
             reject(connection, tls, events, &err, &alert);
             (
@@ -358,14 +397,19 @@ fn linger_close(connection: &Connection) {
     }
 }
 
-/// The alert in a plaintext alert record, when rustls sent it unencrypted.
-fn sent_alert(bytes: &[u8]) -> Option<AlertType> {
-    match bytes {
-        [ALERT_RECORD, 3, _, 0, 2, _level, description, ..] => {
-            Some(AlertType::from_wire(*description))
+/// The alert in a plaintext alert record among `bytes` (rustls may put a
+/// ChangeCipherSpec record before it), when it went out unencrypted.
+fn sent_alert(mut bytes: &[u8]) -> Option<AlertType> {
+    while let [kind, 3, _, high, low, rest @ ..] = bytes {
+        let len = usize::from(u16::from_be_bytes([*high, *low]));
+        match (kind, rest) {
+            (&ALERT_RECORD, [_level, description, ..]) if len == 2 => {
+                return Some(AlertType::from_wire(*description));
+            }
+            _ => bytes = rest.get(len..)?,
         }
-        _ => None,
     }
+    None
 }
 
 /// The alert rustls sends for an error, for alerts sent encrypted.
