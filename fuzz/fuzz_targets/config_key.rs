@@ -1,0 +1,4 @@
+#![no_main]
+//! See `sslserver_fuzz::config_key` (fuzz/src/harness.rs) for the input format and the oracle.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sslserver_fuzz::config_key(data));

@@ -1,0 +1,1151 @@
+//! Hostile clients: silent, slow and drip-feeding ones, floods of resets,
+//! and garbage of every kind. The server must cut each bad client at its
+//! one handshake deadline, keep serving good clients meanwhile, report
+//! exactly the events of the contract's table (and nothing else), and
+//! leave no thread or descriptor behind.
+//!
+//! The flood test counts the whole process's threads and descriptors, so it
+//! takes [`exclusive`] while every other test here takes [`shared`].
+
+mod common;
+#[path = "../fuzz/src/harness.rs"]
+mod harness;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rustls::ClientConnection;
+use sslserver::{AlertLevel, AlertType, EventKind, EventKind::*, PeerVerifyMode, SocketError};
+
+static EXCLUSIVE: RwLock<()> = RwLock::new(());
+
+/// Held by every test that may run next to others.
+fn shared() -> RwLockReadGuard<'static, ()> {
+    EXCLUSIVE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a test that must be alone in the process.
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    EXCLUSIVE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn plain_server(setup: impl FnOnce(&sslserver::Server)) -> (TestCa, TestServer) {
+    let ca = TestCa::new("ca");
+    let config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    let server = TestServer::start_with(&config, setup, |_| {});
+    (ca, server)
+}
+
+/// Waits until `ports` all have a terminal event, then a little longer, and
+/// checks that no connection got an event after its terminal one and that
+/// no ACCEPT_ERROR was reported.
+fn assert_nothing_else(server: &TestServer) {
+    let before = server.events.all().len();
+    thread::sleep(Duration::from_millis(300));
+    let events = server.events.all();
+    assert_eq!(
+        events.len(),
+        before,
+        "events arrived after every connection ended: {:#?}",
+        &events[before..]
+    );
+    assert!(
+        !events.iter().any(|e| e.kind == AcceptError),
+        "no accept error expected: {events:#?}"
+    );
+    let mut ended: HashMap<u16, usize> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let port = e.peer_port.expect("connection event");
+        if let Some(at) = ended.get(&port) {
+            panic!("event {e:?} after the terminal event #{at} of :{port}");
+        }
+        if matches!(e.kind, ErrorOccurred | PendingConnectionAvailable) {
+            ended.insert(port, i);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Slow and silent clients
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Slow {
+    Silent,
+    PartialHello,
+    Drip,
+}
+
+#[test]
+fn silent_partial_and_drip_feeding_clients_are_cut_at_the_deadline_while_good_ones_are_served() {
+    let _guard = shared();
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    const PER_KIND: usize = 100;
+    let (ca, server) = plain_server(|s| {
+        s.set_handshake_timeout(TIMEOUT.as_millis() as i32).unwrap();
+        s.set_listen_backlog_size(1024).unwrap();
+    });
+    let good_cfg = client_config(&ca.identity.cert_der, None, &[]);
+    let hello = client_hello();
+
+    // (kind, client port, instant before connect (earlier than the accept), stream)
+    let mut bad: Vec<(Slow, u16, Instant, TcpStream)> = Vec::new();
+    for kind in [Slow::Silent, Slow::PartialHello, Slow::Drip] {
+        for _ in 0..PER_KIND {
+            let before = Instant::now();
+            let mut tcp = server.tcp();
+            let port = tcp.local_addr().unwrap().port();
+            match kind {
+                Slow::Silent => {}
+                Slow::PartialHello => tcp.write_all(&hello[..hello.len() / 2]).unwrap(),
+                Slow::Drip => tcp.write_all(&hello[..1]).unwrap(),
+            }
+            bad.push((kind, port, before, tcp));
+        }
+    }
+    let all_connected = Instant::now();
+
+    // One byte every 25 ms to every drip client: it never finishes in time,
+    // but it never stays silent either.
+    let drip_streams: Vec<TcpStream> = bad
+        .iter()
+        .filter(|b| b.0 == Slow::Drip)
+        .map(|b| b.3.try_clone().unwrap())
+        .collect();
+    let dripper = {
+        let hello = hello.clone();
+        thread::spawn(move || {
+            let mut alive: Vec<(TcpStream, usize)> =
+                drip_streams.into_iter().map(|s| (s, 1)).collect();
+            let until = Instant::now() + SOON;
+            while !alive.is_empty() && Instant::now() < until {
+                alive.retain_mut(|(stream, next)| {
+                    if *next >= hello.len() - 1 {
+                        return false; // never send the last byte
+                    }
+                    let ok = stream.write_all(&hello[*next..*next + 1]).is_ok();
+                    *next += 1;
+                    ok
+                });
+                thread::sleep(Duration::from_millis(25));
+            }
+        })
+    };
+
+    // Good clients complete their handshake while the bad ones hold 300
+    // connections (and 300 threads): each must finish well within the
+    // bad ones' deadline, so also within its own.
+    let mut good_times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let good = connect(server.port, good_cfg.clone()).expect("a good client is served");
+        let took = started.elapsed();
+        assert_eq!(
+            server.events.kinds(port_of(&good)),
+            [
+                NewConnection,
+                StartedEncryptionHandshake,
+                PendingConnectionAvailable
+            ]
+        );
+        assert!(server.server.next_pending_connection().is_some());
+        good_times.push(took);
+    }
+    let still_connected = bad
+        .iter()
+        .filter(|b| {
+            !server
+                .events
+                .of(b.1)
+                .iter()
+                .any(|e| e.kind == ErrorOccurred)
+        })
+        .count();
+    eprintln!(
+        "good handshakes with {} bad clients connected ({still_connected} not yet cut): {:?}, \
+         {:?} after the last bad one connected",
+        bad.len(),
+        good_times,
+        all_connected.elapsed()
+    );
+    for took in &good_times {
+        assert!(
+            *took < Duration::from_secs(3),
+            "good handshake took {took:?}"
+        );
+    }
+
+    // Every bad client is cut exactly once, with SOCKET_TIMEOUT, at its
+    // deadline: not before, and not much after.
+    let mut latest = Duration::ZERO;
+    for (kind, port, before, _) in &bad {
+        let events = server.events.finished(*port);
+        let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+        let expected: &[EventKind] = match kind {
+            Slow::Silent => &[NewConnection, ErrorOccurred],
+            _ => &[NewConnection, StartedEncryptionHandshake, ErrorOccurred],
+        };
+        assert_eq!(kinds, expected, "{kind:?} client :{port}");
+        let error = events.last().unwrap();
+        assert_eq!(error.socket_error, SocketError::SocketTimeout, "{kind:?}");
+        let since_connect = error.at.duration_since(*before);
+        let since_accept = error.at.duration_since(events[0].at);
+        assert!(
+            since_connect >= TIMEOUT,
+            "{kind:?} :{port} cut {since_connect:?} after connecting, before the deadline"
+        );
+        assert!(
+            since_accept < TIMEOUT + Duration::from_millis(1500),
+            "{kind:?} :{port} cut {since_accept:?} after its accept: late"
+        );
+        latest = latest.max(since_accept);
+    }
+    eprintln!("latest cut: {latest:?} after accept (deadline {TIMEOUT:?})");
+    for (kind, port, _, stream) in &mut bad {
+        assert!(
+            closed_by_server(stream),
+            "{kind:?} :{port} still open on the client side"
+        );
+    }
+    dripper.join().unwrap();
+    assert_nothing_else(&server);
+}
+
+// ---------------------------------------------------------------------------
+// Floods
+
+/// Waits until no connection thread of any server runs (tests that ran
+/// before may still be ending theirs).
+fn settle() {
+    let settled = poll_until(SOON, || {
+        library_threads()
+            .iter()
+            .all(|(_, name)| !name.starts_with("sslserver-conn"))
+    });
+    assert!(
+        settled.is_some(),
+        "connection threads left over: {:?}",
+        library_threads()
+    );
+}
+
+#[test]
+fn a_flood_of_resetting_clients_leaves_no_thread_or_descriptor_behind() {
+    let _guard = exclusive();
+    settle();
+    const CLIENTS: usize = 2000;
+    const FLOODERS: usize = 4;
+    let accept_threads = || {
+        library_threads()
+            .iter()
+            .filter(|(_, name)| name == "sslserver-accep")
+            .count()
+    };
+    let accepting_before = accept_threads();
+    let (ca, server) = plain_server(|s| s.set_listen_backlog_size(1024).unwrap());
+    // The accept thread names itself once it runs.
+    assert!(poll_until(SOON, || accept_threads() == accepting_before + 1).is_some());
+    let baseline_threads = library_threads().len();
+    let baseline_all_threads = process_threads();
+    let baseline_fds = open_fds();
+
+    // Peak figures, sampled while the flood runs.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        thread::spawn(move || {
+            let (mut threads, mut fds) = (0, 0);
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                threads = threads.max(library_threads().len());
+                fds = fds.max(open_fds());
+                thread::sleep(Duration::from_millis(10));
+            }
+            (threads, fds)
+        })
+    };
+    let hello = client_hello();
+    let started = Instant::now();
+    let flooders: Vec<_> = (0..FLOODERS)
+        .map(|f| {
+            let port = server.port;
+            let hello = hello.clone();
+            thread::spawn(move || {
+                for i in 0..CLIENTS / FLOODERS {
+                    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    // Every fourth one resets in the middle of its handshake.
+                    if (i + f) % 4 == 0 {
+                        let _ = tcp.write_all(&hello[..hello.len() / 2]);
+                    }
+                    close_with_reset(tcp);
+                }
+            })
+        })
+        .collect();
+    for flooder in flooders {
+        flooder.join().unwrap();
+    }
+    let flood_took = started.elapsed();
+
+    // Every accepted connection ends with one error; none is queued.
+    let events = server
+        .events
+        .wait_until("every flooded connection to end", |events| {
+            let new = events.iter().filter(|e| e.kind == NewConnection).count();
+            let ended = events.iter().filter(|e| e.kind == ErrorOccurred).count();
+            new == CLIENTS && ended == CLIENTS
+        });
+    let mut errors: HashMap<SocketError, usize> = HashMap::new();
+    for e in &events {
+        assert!(
+            matches!(
+                e.kind,
+                NewConnection | StartedEncryptionHandshake | ErrorOccurred
+            ),
+            "unexpected event in a flood of resets: {e:?}"
+        );
+        if e.kind == ErrorOccurred {
+            *errors.entry(e.socket_error).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        errors.get(&SocketError::RemoteHostClosed).copied(),
+        Some(CLIENTS),
+        "a reset is REMOTE_HOST_CLOSED: {errors:?}"
+    );
+
+    // Threads and descriptors return to where they were.
+    let returned = poll_until(Duration::from_secs(20), || {
+        library_threads().len() <= baseline_threads && open_fds() <= baseline_fds
+    });
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (peak_threads, peak_fds) = sampler.join().unwrap();
+    eprintln!(
+        "flood: {CLIENTS} resets in {flood_took:?}; library threads {baseline_threads} -> peak \
+         {peak_threads} -> {}; descriptors {baseline_fds} -> peak {peak_fds} -> {}; process \
+         threads {baseline_all_threads} -> {}; back after {returned:?}",
+        library_threads().len(),
+        open_fds(),
+        process_threads(),
+    );
+    assert!(
+        returned.is_some(),
+        "not back to the baseline: library threads {:?} (baseline {baseline_threads}), \
+         descriptors {} (baseline {baseline_fds})",
+        library_threads(),
+        open_fds()
+    );
+    assert!(process_threads() <= baseline_all_threads);
+
+    // And it still serves.
+    let good = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(
+        server.events.kinds(port_of(&good)),
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PendingConnectionAvailable
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Garbage
+
+/// A plaintext protocol or random bytes: closed at once, no reply, and only
+/// NEW_CONNECTION, ERROR_OCCURRED(SSL_HANDSHAKE_FAILED).
+fn assert_dropped_as_not_tls(server: &TestServer, input: &[u8], what: &str) {
+    let (port, reply, closed, took) = send_raw(server.port, input, false);
+    assert!(closed, "{what}: not closed");
+    // The handshake timeout is 10 s: "at once" is far less.
+    assert!(
+        took < Duration::from_secs(2),
+        "{what}: closed after {took:?}"
+    );
+    assert!(reply.is_empty(), "{what}: the server answered {reply:?}");
+    let events = server.events.finished(port);
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [NewConnection, ErrorOccurred], "{what}");
+    assert_eq!(events[1].socket_error, SocketError::SslHandshakeFailed);
+}
+
+fn garbage_server() -> (TestCa, TestServer) {
+    plain_server(|s| s.set_handshake_timeout(10_000).unwrap())
+}
+
+#[test]
+fn plaintext_protocols_are_dropped_at_once() {
+    let _guard = shared();
+    let (_ca, server) = garbage_server();
+    let inputs: [(&str, &[u8]); 6] = [
+        (
+            "HTTP/1.1",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n",
+        ),
+        ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        ("SMTP EHLO", b"EHLO client.example.org\r\n"),
+        ("SMTP STARTTLS", b"STARTTLS\r\n"),
+        ("SSH", b"SSH-2.0-OpenSSH_9.6\r\n"),
+        ("a lone CR LF", b"\r\n"),
+    ];
+    for (what, input) in inputs {
+        assert_dropped_as_not_tls(&server, input, what);
+    }
+    assert_nothing_else(&server);
+}
+
+#[test]
+fn records_of_other_types_and_sslv2_hellos_are_not_a_tls_handshake() {
+    let _guard = shared();
+    let (_ca, server) = garbage_server();
+    let inputs: [(&str, &[u8]); 4] = [
+        ("change_cipher_spec", &[0x14, 0x03, 0x03, 0x00, 0x01, 0x01]),
+        ("alert", &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]),
+        ("application data", &[0x17, 0x03, 0x03, 0x00, 0x03, 1, 2, 3]),
+        (
+            // An SSLv2-compatible ClientHello (2-byte header, msg type 1).
+            "SSLv2 ClientHello",
+            &[
+                0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x2f,
+                0x00, 0x00, 0x35, 0x00, 0x00, 0x0a, 0x07, 0x00, 0xc0, 0x00, 0x00, 0x05, 0x00, 0x80,
+                0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+                0x0f, 0x10, 0x11, 0x12,
+            ],
+        ),
+    ];
+    for (what, input) in inputs {
+        assert_dropped_as_not_tls(&server, input, what);
+    }
+    assert_nothing_else(&server);
+}
+
+#[test]
+fn random_bytes_that_do_not_start_a_handshake_record_are_dropped_at_once() {
+    let _guard = shared();
+    let (_ca, server) = garbage_server();
+    let seed = 0x5eed_0001;
+    let mut rng = XorShift::new(seed);
+    for round in 0..40 {
+        let len = 1 + rng.below(3000);
+        let mut input = rng.bytes(len);
+        if input[0] == 0x16 {
+            input[0] = 0x17;
+        }
+        assert_dropped_as_not_tls(&server, &input, &format!("seed {seed:#x} round {round}"));
+    }
+    assert_nothing_else(&server);
+}
+
+/// The story of a connection whose first byte is 0x16 and that then sends
+/// garbage and half-closes: a fatal alert (the one on the wire, when it went
+/// out in plaintext) and SSL_HANDSHAKE_FAILED, or, when the garbage is
+/// merely incomplete, REMOTE_HOST_CLOSED. Returns the alert sent, if any.
+fn assert_rejected_handshake(
+    server: &TestServer,
+    port: u16,
+    reply: &[u8],
+    what: &str,
+) -> Option<AlertType> {
+    let events = server.events.finished(port);
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    match kinds.as_slice() {
+        [NewConnection, StartedEncryptionHandshake, AlertSent, ErrorOccurred] => {
+            assert_eq!(events[3].socket_error, SocketError::SslHandshakeFailed);
+            let (level, alert) = events[2].alert.expect("ALERT_SENT names its alert");
+            assert_eq!(level, AlertLevel::Fatal, "{what}");
+            if let Some((wire_level, wire_alert)) = first_plaintext_alert(reply) {
+                assert_eq!(wire_level, 2, "{what}: a fatal alert on the wire");
+                assert_eq!(
+                    wire_alert, alert as u8,
+                    "{what}: the event names the alert that was sent"
+                );
+            }
+            Some(alert)
+        }
+        [NewConnection, StartedEncryptionHandshake, ErrorOccurred] => {
+            assert_eq!(
+                events[2].socket_error,
+                SocketError::RemoteHostClosed,
+                "{what}: without an alert, only the client's close ends it: {events:#?}"
+            );
+            assert!(reply.is_empty() || first_plaintext_alert(reply).is_none());
+            None
+        }
+        _ => panic!("{what}: unexpected story {events:#?}"),
+    }
+}
+
+#[test]
+fn random_bytes_inside_a_handshake_record_get_an_alert_or_a_close() {
+    let _guard = shared();
+    let (_ca, server) = garbage_server();
+    let seed = 0x5eed_0002;
+    let mut rng = XorShift::new(seed);
+    let mut alerts: HashMap<String, usize> = HashMap::new();
+    for round in 0..60 {
+        let len = rng.below(2000);
+        let mut input = vec![0x16];
+        // Half of them get a plausible record header, so the garbage reaches
+        // the handshake layer.
+        if round % 2 == 0 {
+            input.extend_from_slice(&[0x03, 0x01]);
+            input.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        input.extend(rng.bytes(len));
+        let what = format!("seed {seed:#x} round {round}");
+        let (port, reply, closed, _) = send_raw(server.port, &input, true);
+        assert!(closed, "{what}: not closed");
+        let alert = assert_rejected_handshake(&server, port, &reply, &what);
+        *alerts.entry(format!("{alert:?}")).or_default() += 1;
+    }
+    eprintln!("outcomes: {alerts:?}");
+    assert_nothing_else(&server);
+}
+
+#[test]
+fn truncated_records_end_with_the_clients_close_or_at_the_deadline() {
+    let _guard = shared();
+    let (_ca, server) = plain_server(|s| s.set_handshake_timeout(500).unwrap());
+    let hello = client_hello();
+    // Cut inside the header, right after it, inside the handshake header,
+    // inside the body and one byte short.
+    for cut in [1, 3, 5, 7, hello.len() / 2, hello.len() - 1] {
+        let (port, reply, closed, _) = send_raw(server.port, &hello[..cut], true);
+        assert!(closed && reply.is_empty(), "cut at {cut}: {reply:?}");
+        let events = server.events.finished(port);
+        let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [NewConnection, StartedEncryptionHandshake, ErrorOccurred],
+            "cut at {cut}"
+        );
+        assert_eq!(events[2].socket_error, SocketError::RemoteHostClosed);
+    }
+    // A client that stays connected after a truncated record is cut at the deadline.
+    let started = Instant::now();
+    let mut tcp = server.tcp();
+    let port = tcp.local_addr().unwrap().port();
+    tcp.write_all(&hello[..hello.len() - 1]).unwrap();
+    assert!(closed_by_server(&mut tcp));
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    let events = server.events.finished(port);
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [NewConnection, StartedEncryptionHandshake, ErrorOccurred]
+    );
+    assert_eq!(events[2].socket_error, SocketError::SocketTimeout);
+    assert_nothing_else(&server);
+}
+
+/// Sends `input` and half-closes; expects a fatal alert among `allowed`.
+fn assert_alert(server: &TestServer, input: &[u8], allowed: &[AlertType], what: &str) {
+    let (port, reply, closed, took) = send_raw(server.port, input, true);
+    assert!(closed, "{what}: not closed");
+    assert!(took < Duration::from_secs(3), "{what}: took {took:?}");
+    let alert = assert_rejected_handshake(server, port, &reply, what);
+    let alert = alert.unwrap_or_else(|| panic!("{what}: no alert was sent"));
+    assert!(
+        first_plaintext_alert(&reply).is_some(),
+        "{what}: the alert is on the wire: {reply:?}"
+    );
+    let error = server.events.of(port).last().unwrap().description.clone();
+    assert!(
+        allowed.contains(&alert),
+        "{what}: sent {alert:?}, expected one of {allowed:?} ({error})"
+    );
+    eprintln!("{what}: {alert:?} ({error})");
+}
+
+#[test]
+fn oversized_records_get_a_fatal_alert() {
+    let _guard = shared();
+    let (_ca, server) = garbage_server();
+    let record = |len: usize, fill: usize| {
+        let mut r = vec![0x16, 0x03, 0x01];
+        r.extend_from_slice(&(len as u16).to_be_bytes());
+        r.extend(std::iter::repeat_n(0u8, fill));
+        r
+    };
+    // RFC 8446 5.1/5.2: a TLSPlaintext fragment is at most 2^14 bytes and a
+    // TLSCiphertext one at most 2^14 + 256; a longer record gets
+    // record_overflow. rustls rejects lengths >= 2^14 + 2048 from the
+    // header alone (decode_error) and checks shorter ones once they are
+    // complete.
+    let overflow = [AlertType::RecordOverflow, AlertType::DecodeError];
+    assert_alert(
+        &server,
+        &record(0xffff, 100),
+        &overflow,
+        "the header of a 65535-byte record",
+    );
+    assert_alert(
+        &server,
+        &record(16384 + 2048, 0),
+        &overflow,
+        "the header of an 18432-byte record",
+    );
+    // The whole record sent: too long for a TLSPlaintext, and its zeros are
+    // no ClientHello either.
+    let too_long = 16384 + 256 + 1;
+    let any_fatal = [
+        AlertType::RecordOverflow,
+        AlertType::DecodeError,
+        AlertType::UnexpectedMessage,
+        AlertType::IllegalParameter,
+        AlertType::HandshakeFailure,
+    ];
+    assert_alert(
+        &server,
+        &record(too_long, too_long),
+        &any_fatal,
+        "a whole 16641-byte record of zeros",
+    );
+    // Only the header of a 16641-byte record, then the client's close:
+    // either an alert at once, or (rustls waits for the rest of a record
+    // shorter than 2^14 + 2048) the client's close ends it.
+    let (port, reply, closed, _) = send_raw(server.port, &record(too_long, 0), true);
+    assert!(closed);
+    let alert = assert_rejected_handshake(&server, port, &reply, "a 16641-byte header");
+    eprintln!("the header of a 16641-byte record, then EOF: {alert:?}");
+    assert_nothing_else(&server);
+}
+
+#[test]
+fn a_handshake_message_claiming_more_than_64_kib_gets_a_fatal_alert() {
+    let _guard = shared();
+    let (_ca, server) = garbage_server();
+    for (what, claimed) in [
+        ("65537-byte ClientHello", 0x01_0001u32),
+        ("16 MiB ClientHello", 0xff_ffff),
+    ] {
+        // A record holding a ClientHello header whose length is too large,
+        // and a few bytes of it.
+        let mut message = vec![0x01];
+        message.extend_from_slice(&claimed.to_be_bytes()[1..]);
+        message.extend_from_slice(&[0x03, 0x03, 0, 0, 0, 0]);
+        let mut input = vec![0x16, 0x03, 0x01];
+        input.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        input.extend_from_slice(&message);
+        assert_alert(
+            &server,
+            &input,
+            &[AlertType::DecodeError, AlertType::RecordOverflow],
+            what,
+        );
+    }
+    assert_nothing_else(&server);
+}
+
+#[test]
+fn empty_handshake_records_get_a_fatal_alert() {
+    let _guard = shared();
+    let (_ca, server) = garbage_server();
+    assert_alert(
+        &server,
+        &[0x16, 0x03, 0x01, 0x00, 0x00],
+        &[AlertType::DecodeError, AlertType::UnexpectedMessage],
+        "an empty handshake record",
+    );
+    assert_nothing_else(&server);
+}
+
+#[test]
+fn tls10_and_sslv3_only_client_hellos_get_protocol_version() {
+    let _guard = shared();
+    let (_ca, server) = garbage_server();
+    for (what, version) in [
+        ("SSLv3", 0x0300u16),
+        ("TLS 1.0", 0x0301),
+        ("TLS 1.1", 0x0302),
+    ] {
+        // As old clients sent them: no extensions at all. RFC 5246 E.1 and
+        // RFC 7568 ask for protocol_version; rustls checks for the
+        // signature_algorithms extension first and sends handshake_failure.
+        assert_alert(
+            &server,
+            &legacy_client_hello(version, false),
+            &[AlertType::ProtocolVersion, AlertType::HandshakeFailure],
+            what,
+        );
+        // With signature_algorithms the version check decides.
+        assert_alert(
+            &server,
+            &legacy_client_hello(version, true),
+            &[AlertType::ProtocolVersion],
+            &format!("{what} with signature_algorithms"),
+        );
+    }
+    assert_nothing_else(&server);
+}
+
+/// Runs a client handshake whose plaintext handshake records are cut so
+/// each carries at most `size` bytes of handshake message.
+fn handshake_in_small_records(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+    size: usize,
+) -> std::io::Result<Client> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(SOON))?;
+    let mut conn = ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+    let mut encrypting = false;
+    loop {
+        while conn.wants_write() {
+            let mut out = Vec::new();
+            conn.write_tls(&mut out)?;
+            let mut framed = Vec::new();
+            for record in tls_records(&out) {
+                let mut raw = vec![record.content_type];
+                raw.extend_from_slice(&record.version.to_be_bytes());
+                raw.extend_from_slice(&(record.payload.len() as u16).to_be_bytes());
+                raw.extend_from_slice(&record.payload);
+                if record.content_type == 0x16 && !encrypting {
+                    framed.extend(fragment_handshake_records(&raw, size));
+                } else {
+                    framed.extend(raw);
+                }
+                // After ChangeCipherSpec (TLS 1.2) handshake records are encrypted.
+                encrypting |= record.content_type == 0x14;
+            }
+            tcp.write_all(&framed)?;
+        }
+        if !conn.is_handshaking() {
+            break;
+        }
+        if conn.read_tls(&mut tcp)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        conn.process_new_packets().map_err(std::io::Error::other)?;
+    }
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+#[test]
+fn a_client_hello_in_one_byte_records_completes_the_handshake() {
+    let _guard = shared();
+    let ca = TestCa::new("ca");
+    for protocol in [sslserver::Protocol::TlsV1_3, sslserver::Protocol::TlsV1_2] {
+        let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+        config.set_protocol(protocol).unwrap();
+        let server = TestServer::start(&config);
+        let echo = spawn_echo(&server.server);
+        let cfg = client_config(&ca.identity.cert_der, None, &[]);
+        for size in [1, 2, 3, 7] {
+            let mut client = handshake_in_small_records(server.port, cfg.clone(), size)
+                .unwrap_or_else(|e| panic!("{protocol:?}, {size}-byte records: {e}"));
+            let port = port_of(&client);
+            assert_eq!(
+                server.events.kinds(port),
+                [
+                    NewConnection,
+                    StartedEncryptionHandshake,
+                    PendingConnectionAvailable
+                ],
+                "{protocol:?}, {size}-byte records"
+            );
+            if size == 1 {
+                assert_eq!(
+                    echo_roundtrip(&mut client, b"tiny records"),
+                    b"tiny records"
+                );
+                client.conn.send_close_notify();
+                client.flush().unwrap();
+            } else {
+                assert!(server.server.next_pending_connection().is_some());
+            }
+        }
+        echo.join().unwrap();
+        assert_nothing_else(&server);
+    }
+}
+
+#[test]
+fn garbage_after_a_valid_client_hello_gets_a_fatal_alert() {
+    let _guard = shared();
+    let (_ca, server) = garbage_server();
+    let mut input = client_hello();
+    input.extend_from_slice(&[0x16, 0x03, 0x03, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef]);
+    let (port, reply, closed, _) = send_raw(server.port, &input, true);
+    assert!(closed);
+    // The server answered the hello (ServerHello ...) before the garbage
+    // made it send an alert, which TLS 1.3 encrypts: the event must still
+    // name it.
+    assert!(tls_records(&reply).len() >= 2, "{reply:?}");
+    let alert = assert_rejected_handshake(&server, port, &reply, "garbage after ClientHello");
+    assert!(alert.is_some(), "a fatal alert was sent");
+    assert_nothing_else(&server);
+}
+
+#[test]
+fn the_alert_event_names_the_alert_sent_after_the_servers_flight() {
+    // When the server answers a ClientHello and the client's next record in
+    // the same segment is refused, rustls queues the server's flight and
+    // then the alert: ALERT_SENT must name the alert that went out, which
+    // in TLS 1.2 is in plaintext on the wire.
+    let _guard = shared();
+    let ca = TestCa::new("ca");
+    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    config.set_protocol(sslserver::Protocol::TlsV1_2).unwrap();
+    let server = TestServer::start_with(&config, |s| s.set_handshake_timeout(10_000).unwrap(), |_| {});
+    let tls12 = Arc::new(
+        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+            .with_root_certificates({
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca.identity.cert_der.clone()).unwrap();
+                roots
+            })
+            .with_no_client_auth(),
+    );
+    let mut conn = ClientConnection::new(tls12, "localhost".try_into().unwrap()).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    let trailers: [(&str, &[u8]); 3] = [
+        ("a change_cipher_spec of 2 bytes", &[0x14, 0x03, 0x03, 0x00, 0x02, 0x01, 0x01]),
+        ("a second ClientHello", &hello[..]),
+        ("application data", &[0x17, 0x03, 0x03, 0x00, 0x02, 0x61, 0x62]),
+    ];
+    for (what, trailer) in trailers {
+        let mut input = hello.clone();
+        input.extend_from_slice(trailer);
+        let (port, reply, closed, _) = send_raw(server.port, &input, true);
+        assert!(closed, "{what}");
+        let wire = first_plaintext_alert(&reply);
+        let alert = assert_rejected_handshake(&server, port, &reply, what);
+        eprintln!("{what}: event {alert:?}, wire {wire:?}");
+        assert!(wire.is_some(), "{what}: TLS 1.2 sends its alert in plaintext");
+    }
+    assert_nothing_else(&server);
+}
+
+#[test]
+fn the_alert_event_names_the_alert_sent_after_a_hello_retry_request() {
+    // Found by the handshake_mtls fuzz target. A TLS 1.3 ClientHello whose
+    // only key share is for a group the server lacks gets a
+    // HelloRetryRequest; a malformed change_cipher_spec right behind it
+    // then gets unexpected_message, in plaintext (no keys yet), in the same
+    // write as the HelloRetryRequest. ALERT_SENT must name that alert.
+    let _guard = shared();
+    let (ca, server) = garbage_server();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates({
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca.identity.cert_der.clone()).unwrap();
+                roots
+            })
+            .with_no_client_auth(),
+    );
+    let mut conn = ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    // key_share (0x0033): one X25519 share; make it X448 (0x001e), which
+    // the server does not offer, so it asks again for X25519.
+    let share = hello
+        .windows(4)
+        .position(|w| w == [0x00, 0x1d, 0x00, 0x20])
+        .expect("an X25519 key share");
+    hello[share + 1] = 0x1e;
+    let mut input = hello;
+    input.extend_from_slice(&[0x14, 0x03, 0x03, 0x00, 0x02, 0x01, 0x01]);
+    let (port, reply, closed, _) = send_raw(server.port, &input, true);
+    assert!(closed);
+    let records = tls_records(&reply);
+    assert_eq!(records[0].content_type, 0x16, "a HelloRetryRequest first: {reply:?}");
+    let wire = first_plaintext_alert(&reply);
+    let events = server.events.finished(port);
+    let sent = events.iter().find(|e| e.kind == AlertSent).and_then(|e| e.alert);
+    eprintln!("wire {wire:?}, event {sent:?}");
+    assert_eq!(wire, Some((2, AlertType::UnexpectedMessage as u8)));
+    assert_eq!(
+        sent,
+        Some((AlertLevel::Fatal, AlertType::UnexpectedMessage)),
+        "ALERT_SENT names the alert on the wire"
+    );
+    assert_rejected_handshake(&server, port, &reply, "HelloRetryRequest then a bad CCS");
+    assert_nothing_else(&server);
+}
+
+#[test]
+fn the_server_still_serves_after_every_kind_of_garbage() {
+    let _guard = shared();
+    let (ca, server) = garbage_server();
+    let inputs: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        legacy_client_hello(0x0301, false),
+        vec![0x16, 0x03, 0x01, 0xff, 0xff],
+        vec![0x16; 64],
+        client_hello()[..40].to_vec(),
+    ];
+    for input in &inputs {
+        let _ = send_raw(server.port, input, true);
+    }
+    let good = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(
+        server.events.kinds(port_of(&good)),
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PendingConnectionAvailable
+        ]
+    );
+    let ended = server
+        .events
+        .all()
+        .iter()
+        .filter(|e| e.kind == ErrorOccurred)
+        .count();
+    assert_eq!(ended, inputs.len());
+}
+
+// ---------------------------------------------------------------------------
+// After the handshake
+
+#[test]
+fn data_received_before_a_corrupt_record_is_not_lost() {
+    // TLS authenticates each record on its own: what arrived intact before
+    // a forged or corrupted record is the client's data, and the
+    // application must get it before the error (as OpenSSL's SSL_read
+    // returns it). Here both records arrive in one segment, so the library
+    // decrypts them in one go.
+    let _guard = shared();
+    let (ca, server) = plain_server(|_| {});
+    let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(
+        server.server.wait_for_new_connection(Some(SOON)),
+        sslserver::WaitOutcome::Ready
+    );
+    let conn = server.server.next_pending_connection().unwrap();
+    client.conn.writer().write_all(b"hello").unwrap();
+    let mut out = Vec::new();
+    while client.conn.wants_write() {
+        client.conn.write_tls(&mut out).unwrap();
+    }
+    // An application data record that does not decrypt.
+    out.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x15]);
+    out.extend_from_slice(&[0xab; 0x15]);
+    client.sock.write_all(&out).unwrap();
+    let mut buf = [0u8; 64];
+    let first = conn.read(&mut buf);
+    let second = conn.read(&mut buf);
+    eprintln!("first read: {first:?}; second read: {second:?}");
+    assert_eq!(
+        first.as_ref().ok().map(|n| &buf[..*n]),
+        Some(&b"hello"[..]),
+        "the authenticated bytes before the bad record are delivered: {first:?}"
+    );
+    assert_eq!(
+        second.expect_err("then the error").kind(),
+        sslserver::ErrorKind::Tls
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The fuzz corpus and crash inputs, replayed through the fuzz targets' code.
+
+#[test]
+fn fuzz_corpus_and_regressions_replay_cleanly() {
+    let _guard = shared();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut replayed = 0;
+    for dir in ["corpus", "regressions"] {
+        let Ok(targets) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for target in targets.flatten() {
+            let name = target.file_name().to_string_lossy().into_owned();
+            let Some(run) = harness::target(&name) else {
+                panic!("fuzz/{dir}/{name}: no such fuzz target");
+            };
+            let mut inputs: Vec<_> = std::fs::read_dir(target.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            inputs.sort();
+            for input in inputs {
+                let data = std::fs::read(&input).unwrap();
+                eprintln!("replaying {}", input.display());
+                run(&data);
+                replayed += 1;
+            }
+        }
+    }
+    assert!(replayed > 0, "no corpus under {}", root.display());
+}
+
+// ---------------------------------------------------------------------------
+// Seeds of the TLS fuzz targets (run by hand, then commit fuzz/corpus):
+//   cargo test --test hostile -- --ignored write_tls_fuzz_seeds
+
+/// The bytes a client sends in a whole handshake, recorded in memory
+/// against a plain rustls server.
+fn record_client_flights(
+    client: Arc<rustls::ClientConfig>,
+    server: Arc<rustls::ServerConfig>,
+    then_send: &[u8],
+) -> Vec<u8> {
+    let mut client = ClientConnection::new(client, "localhost".try_into().unwrap()).unwrap();
+    let mut server = rustls::ServerConnection::new(server).unwrap();
+    client.writer().write_all(then_send).unwrap();
+    let mut sent = Vec::new();
+    for _ in 0..20 {
+        let mut out = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut out).unwrap();
+        }
+        sent.extend_from_slice(&out);
+        let mut input = &out[..];
+        while !input.is_empty() {
+            server.read_tls(&mut input).unwrap();
+            server.process_new_packets().unwrap();
+        }
+        let mut back = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut back).unwrap();
+        }
+        let mut input = &back[..];
+        while !input.is_empty() {
+            client.read_tls(&mut input).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        if !client.is_handshaking() && !server.is_handshaking() && !client.wants_write() {
+            break;
+        }
+    }
+    assert!(!client.is_handshaking());
+    sent
+}
+
+#[test]
+#[ignore = "writes fuzz/corpus seeds; run by hand"]
+fn write_tls_fuzz_seeds() {
+    use rustls::version::{TLS12, TLS13};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+    };
+    let ca = TestCa::new("seed ca");
+    let server_id = ca.server();
+    let client_id = ca.client("seed client");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.identity.cert_der.clone()).unwrap();
+    let roots = Arc::new(roots);
+    let client_for = |version: &'static rustls::SupportedProtocolVersion, id: Option<&Identity>| {
+        let builder = rustls::ClientConfig::builder_with_protocol_versions(&[version])
+            .with_root_certificates(roots.clone());
+        Arc::new(match id {
+            Some(id) => builder
+                .with_client_auth_cert(vec![id.cert_der.clone()], id.key_der())
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        })
+    };
+    let server_for = |version: &'static rustls::SupportedProtocolVersion, mtls: bool| {
+        let builder = rustls::ServerConfig::builder_with_protocol_versions(&[version]);
+        let builder = if mtls {
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder(roots.clone())
+                    .build()
+                    .unwrap(),
+            )
+        } else {
+            builder.with_no_client_auth()
+        };
+        Arc::new(
+            builder
+                .with_single_cert(vec![server_id.cert_der.clone()], server_id.key_der())
+                .unwrap(),
+        )
+    };
+    let first_flight = |config: Arc<rustls::ClientConfig>| {
+        let mut conn = ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+        let mut out = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut out).unwrap();
+        }
+        out
+    };
+
+    let hello13 = first_flight(client_for(&TLS13, None));
+    let hello12 = first_flight(client_for(&TLS12, None));
+    write("handshake", "tls13-hello", &hello13);
+    write("handshake", "tls12-hello", &hello12);
+    write(
+        "handshake",
+        "tls13-hello-1-byte-records",
+        &fragment_handshake_records(&hello13, 1),
+    );
+    write(
+        "handshake",
+        "tls10-hello",
+        &legacy_client_hello(0x0301, false),
+    );
+    write(
+        "handshake",
+        "tls10-hello-sigalgs",
+        &legacy_client_hello(0x0301, true),
+    );
+    write(
+        "handshake",
+        "http",
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    let mut garbage_after = hello13.clone();
+    garbage_after.extend_from_slice(&[0x16, 0x03, 0x03, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef]);
+    write("handshake", "tls13-hello-then-garbage", &garbage_after);
+    write("handshake", "empty-record", &[0x16, 0x03, 0x01, 0x00, 0x00]);
+    write(
+        "handshake",
+        "tls12-full-handshake",
+        &record_client_flights(client_for(&TLS12, None), server_for(&TLS12, false), b""),
+    );
+
+    write(
+        "handshake_mtls",
+        "tls12-client-certificate",
+        &record_client_flights(
+            client_for(&TLS12, Some(&client_id)),
+            server_for(&TLS12, true),
+            b"",
+        ),
+    );
+    write(
+        "handshake_mtls",
+        "tls13-client-certificate",
+        &record_client_flights(
+            client_for(&TLS13, Some(&client_id)),
+            server_for(&TLS13, true),
+            b"",
+        ),
+    );
+    write("handshake_mtls", "tls12-hello", &hello12);
+
+    write("post_handshake", "application-data", b"\x01hello, world");
+    write("post_handshake", "empty-then-close-notify", b"\x01");
+    write(
+        "post_handshake",
+        "forged-record",
+        &[0x00, 0x17, 0x03, 0x03, 0x00, 0x05, 1, 2, 3, 4, 5],
+    );
+    write(
+        "post_handshake",
+        "plaintext-alert",
+        &[0x00, 0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00],
+    );
+    write(
+        "post_handshake",
+        "data-then-garbage",
+        b"\x02\x05hello\x17\x03\x03\x00\x03abc",
+    );
+}
