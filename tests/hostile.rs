@@ -790,7 +790,11 @@ fn the_alert_event_names_the_alert_sent_after_the_servers_flight() {
     let ca = TestCa::new("ca");
     let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
     config.set_protocol(sslserver::Protocol::TlsV1_2).unwrap();
-    let server = TestServer::start_with(&config, |s| s.set_handshake_timeout(10_000).unwrap(), |_| {});
+    let server = TestServer::start_with(
+        &config,
+        |s| s.set_handshake_timeout(10_000).unwrap(),
+        |_| {},
+    );
     let tls12 = Arc::new(
         rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
             .with_root_certificates({
@@ -804,9 +808,15 @@ fn the_alert_event_names_the_alert_sent_after_the_servers_flight() {
     let mut hello = Vec::new();
     conn.write_tls(&mut hello).unwrap();
     let trailers: [(&str, &[u8]); 3] = [
-        ("a change_cipher_spec of 2 bytes", &[0x14, 0x03, 0x03, 0x00, 0x02, 0x01, 0x01]),
+        (
+            "a change_cipher_spec of 2 bytes",
+            &[0x14, 0x03, 0x03, 0x00, 0x02, 0x01, 0x01],
+        ),
         ("a second ClientHello", &hello[..]),
-        ("application data", &[0x17, 0x03, 0x03, 0x00, 0x02, 0x61, 0x62]),
+        (
+            "application data",
+            &[0x17, 0x03, 0x03, 0x00, 0x02, 0x61, 0x62],
+        ),
     ];
     for (what, trailer) in trailers {
         let mut input = hello.clone();
@@ -816,7 +826,10 @@ fn the_alert_event_names_the_alert_sent_after_the_servers_flight() {
         let wire = first_plaintext_alert(&reply);
         let alert = assert_rejected_handshake(&server, port, &reply, what);
         eprintln!("{what}: event {alert:?}, wire {wire:?}");
-        assert!(wire.is_some(), "{what}: TLS 1.2 sends its alert in plaintext");
+        assert!(
+            wire.is_some(),
+            "{what}: TLS 1.2 sends its alert in plaintext"
+        );
     }
     assert_nothing_else(&server);
 }
@@ -858,10 +871,16 @@ fn the_alert_event_names_the_alert_sent_after_a_hello_retry_request() {
     let (port, reply, closed, _) = send_raw(server.port, &input, true);
     assert!(closed);
     let records = tls_records(&reply);
-    assert_eq!(records[0].content_type, 0x16, "a HelloRetryRequest first: {reply:?}");
+    assert_eq!(
+        records[0].content_type, 0x16,
+        "a HelloRetryRequest first: {reply:?}"
+    );
     let wire = first_plaintext_alert(&reply);
     let events = server.events.finished(port);
-    let sent = events.iter().find(|e| e.kind == AlertSent).and_then(|e| e.alert);
+    let sent = events
+        .iter()
+        .find(|e| e.kind == AlertSent)
+        .and_then(|e| e.alert);
     eprintln!("wire {wire:?}, event {sent:?}");
     assert_eq!(wire, Some((2, AlertType::UnexpectedMessage as u8)));
     assert_eq!(
