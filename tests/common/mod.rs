@@ -18,7 +18,7 @@ use sslserver::{
 };
 
 /// Generous bound for things that should happen "soon" on a loaded machine.
-pub const SOON: Duration = Duration::from_secs(10);
+pub const SOON: Duration = Duration::from_secs(30);
 
 /// A certificate and its key, as PEM and DER.
 #[derive(Clone)]
