@@ -290,14 +290,42 @@ fn a_flood_of_resetting_clients_leaves_no_thread_or_descriptor_behind() {
     }
     let flood_took = started.elapsed();
 
-    // Every accepted connection ends with one error; none is queued.
-    let events = server
+    // The kernel may drop a flooded connection before the library ever sees
+    // it (a full accept queue drops the client's final ACK, and the client's
+    // reset then removes the half-open entry), so the number accepted is not
+    // known in advance. A sentinel connected after the flood sits behind
+    // every flooded connection in the accept queue: once it is accepted, so
+    // is everything the kernel will ever hand over. Once no connection thread
+    // but the sentinel's is left, every accepted connection has had all its
+    // events.
+    let sentinel = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let sentinel_port = sentinel.local_addr().unwrap().port();
+    server
         .events
-        .wait_until("every flooded connection to end", |events| {
-            let new = events.iter().filter(|e| e.kind == NewConnection).count();
-            let ended = events.iter().filter(|e| e.kind == ErrorOccurred).count();
-            new == CLIENTS && ended == CLIENTS
+        .wait_until("the sentinel to be accepted", |events| {
+            events
+                .iter()
+                .any(|e| e.kind == NewConnection && e.peer_port == Some(sentinel_port))
         });
+    let connection_threads = || {
+        library_threads()
+            .iter()
+            .filter(|(_, name)| name.starts_with("sslserver-conn"))
+            .count()
+    };
+    assert!(
+        poll_until(SOON, || connection_threads() <= 1).is_some(),
+        "connection threads still running after the flood: {:?}",
+        library_threads()
+    );
+    let events: Vec<_> = server
+        .events
+        .all()
+        .into_iter()
+        .filter(|e| e.peer_port != Some(sentinel_port))
+        .collect();
+    let accepted = events.iter().filter(|e| e.kind == NewConnection).count();
+    // Every accepted connection ends with one error; none is queued.
     let mut errors: HashMap<SocketError, usize> = HashMap::new();
     for e in &events {
         assert!(
@@ -313,9 +341,17 @@ fn a_flood_of_resetting_clients_leaves_no_thread_or_descriptor_behind() {
     }
     assert_eq!(
         errors.get(&SocketError::RemoteHostClosed).copied(),
-        Some(CLIENTS),
-        "a reset is REMOTE_HOST_CLOSED: {errors:?}"
+        Some(accepted),
+        "every accepted connection ends with one REMOTE_HOST_CLOSED: {errors:?}"
     );
+    // Loopback drops a few under load, not most: a library that stopped
+    // accepting would fail here.
+    assert!(
+        accepted >= CLIENTS / 2,
+        "only {accepted} of {CLIENTS} flooded connections were accepted"
+    );
+    close_with_reset(sentinel);
+    server.events.finished(sentinel_port);
 
     // Threads and descriptors return to where they were.
     let returned = poll_until(Duration::from_secs(20), || {
@@ -324,7 +360,7 @@ fn a_flood_of_resetting_clients_leaves_no_thread_or_descriptor_behind() {
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let (peak_threads, peak_fds) = sampler.join().unwrap();
     eprintln!(
-        "flood: {CLIENTS} resets in {flood_took:?}; library threads {baseline_threads} -> peak \
+        "flood: {CLIENTS} resets ({accepted} accepted) in {flood_took:?}; library threads {baseline_threads} -> peak \
          {peak_threads} -> {}; descriptors {baseline_fds} -> peak {peak_fds} -> {}; process \
          threads {baseline_all_threads} -> {}; back after {returned:?}",
         library_threads().len(),
