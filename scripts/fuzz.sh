@@ -27,7 +27,8 @@ cd "$root/fuzz"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/fuzz/target}"
 export RUSTC_BOOTSTRAP=1
 
-all_targets() { sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^sslserver-fuzz$'; }
+# The [[bin]] targets of fuzz/Cargo.toml (not the package or the library).
+all_targets() { awk '/^\[\[bin\]\]/ { bin = 1; next } /^\[/ { bin = 0 } bin && /^name = / { gsub(/"/, "", $3); print $3 }' Cargo.toml; }
 
 mode="${1:---quick}"
 shift || true

@@ -126,7 +126,9 @@ fn refused(
             Error::new(ErrorKind::Tls, "the TLS handshake failed")
         }
         Failure::Tls(err, alert) => {
-            let _ = std::io::Write::write_all(&mut connection.stream(), &alert);
+            if let Some(alert) = alert {
+                let _ = std::io::Write::write_all(&mut connection.stream(), &alert.bytes);
+            }
             if errors.is_empty() {
                 Error::new(ErrorKind::Tls, format!("the TLS handshake failed: {err}"))
             } else {

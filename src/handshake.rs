@@ -5,7 +5,7 @@
 //! here (or from the verifier rustls calls from here), in the order of the
 //! table in the C contract.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +23,15 @@ use crate::verify;
 const HANDSHAKE_RECORD: u8 = 0x16;
 /// The first byte of a TLS record carrying an alert.
 const ALERT_RECORD: u8 = 0x15;
+/// The first byte of a TLS record carrying ChangeCipherSpec.
+const CHANGE_CIPHER_SPEC_RECORD: u8 = 0x14;
+/// The first byte of a protected TLS 1.3 record (and of application data).
+const APPLICATION_DATA_RECORD: u8 = 0x17;
+/// The payload of a TLS 1.3 record carrying only an encrypted alert: two
+/// bytes of alert, the inner content type and a 16-byte AEAD tag (every
+/// TLS 1.3 suite rustls offers has one; rustls does not pad). A protected
+/// handshake message is at least 21 bytes (a 4-byte header).
+const ENCRYPTED_ALERT_LEN: usize = 2 + 1 + 16;
 /// After a fatal alert, how long to read (and drop) what the client still
 /// sends, so closing does not reset the connection before the alert arrives.
 const ALERT_LINGER: Duration = Duration::from_millis(250);
@@ -70,13 +79,20 @@ pub(crate) enum Failure {
     PeerClosed,
     NotTls(u8),
     Io(io::Error),
-    /// rustls refused the handshake; the bytes are what it queued to send
-    /// (the fatal alert).
-    Tls(rustls::Error, Vec<u8>),
+    /// rustls refused the handshake; the fatal alert to send for it, when
+    /// one can go out.
+    Tls(rustls::Error, Option<FatalAlert>),
     /// rustls refused the peer's bytes before parsing them (corrupt framing,
     /// a handshake message over 64 KiB); the alert to send for it.
     Unreadable(String, AlertType),
     Internal(String),
+}
+
+/// A fatal alert that goes out before the socket closes: the bytes that
+/// carry it, and which alert it is.
+pub(crate) struct FatalAlert {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) alert: AlertType,
 }
 
 impl From<Expired> for Failure {
@@ -138,41 +154,129 @@ pub(crate) fn complete(
     tls: &mut rustls::Connection,
     deadline: HandshakeDeadline,
 ) -> Result<(), Failure> {
-    let mut sent_flight = false;
+    let mut outgoing = Outgoing::default();
     while tls.is_handshaking() {
-        sent_flight |= tls.wants_write();
-        send_pending(connection, tls, deadline)?;
+        outgoing.send_pending(connection, tls, deadline)?;
         match read_some(connection, tls, deadline) {
             Err(Failure::Unreadable(text, alert)) => {
                 let err = rustls::Error::General(text);
-                return Err(Failure::Tls(err, own_alert(tls, sent_flight, alert)));
+                return Err(Failure::Tls(err, outgoing.own_alert(tls, alert)));
             }
             other => other?,
         }
         if let Err(err) = tls.process_new_packets() {
-            let mut alert = Vec::new();
-            while tls.wants_write() {
-                let _ = tls.write_tls(&mut alert);
-            }
-            if alert.is_empty() {
-                alert = own_alert(tls, sent_flight, alert_for(&err));
-            }
+            let alert = outgoing
+                .queued_alert(tls, &err)
+                .or_else(|| outgoing.own_alert(tls, alert_for(&err)));
             return Err(Failure::Tls(err, alert));
         }
     }
     // The last flight (and TLS 1.3 session tickets) follow.
-    send_pending(connection, tls, deadline)
+    outgoing.send_pending(connection, tls, deadline)
 }
 
-/// A fatal alert record for an error rustls refused without queuing one:
-/// possible on a server before its first flight, while alerts still go in
-/// plaintext (later they would need keys only rustls holds).
-fn own_alert(tls: &rustls::Connection, sent_flight: bool, alert: AlertType) -> Vec<u8> {
-    if matches!(tls, rustls::Connection::Server(_)) && !sent_flight {
-        vec![ALERT_RECORD, 3, 3, 0, 2, 2, alert as u8]
-    } else {
-        Vec::new()
+/// What this side of the handshake has sent. Once the peer has been sent a
+/// protected record, an alert needs keys only rustls holds; until then the
+/// library can send a plaintext alert for the errors rustls closes on
+/// silently (a handshake message over 64 KiB, interleaved or empty
+/// records).
+#[derive(Default)]
+struct Outgoing {
+    /// Reused for every flight: rustls's records are copied here and then
+    /// written, so their types can be seen.
+    buffer: Vec<u8>,
+    protected: bool,
+}
+
+impl Outgoing {
+    fn send_pending(
+        &mut self,
+        connection: &Connection,
+        tls: &mut rustls::Connection,
+        deadline: HandshakeDeadline,
+    ) -> Result<(), Failure> {
+        self.take_queued(tls);
+        // ChangeCipherSpec switches keys in TLS 1.2; in TLS 1.3 it is a
+        // middlebox decoy, and protected records are application data.
+        let tls13 = tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+        self.protected |= records(&self.buffer).any(|(kind, _)| {
+            kind == APPLICATION_DATA_RECORD || (kind == CHANGE_CIPHER_SPEC_RECORD && !tls13)
+        });
+        let mut written = 0;
+        while written < self.buffer.len() {
+            connection
+                .stream()
+                .set_write_timeout(deadline.remaining()?)
+                .map_err(Failure::Io)?;
+            match connection.stream().write(&self.buffer[written..]) {
+                Ok(0) => return Err(Failure::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => written += n,
+                Err(e) if is_retryable(&e) => {}
+                Err(e) => return Err(Failure::Io(e)),
+            }
+        }
+        Ok(())
     }
+
+    fn take_queued(&mut self, tls: &mut rustls::Connection) {
+        self.buffer.clear();
+        while tls.wants_write() {
+            // Writing to a Vec cannot fail.
+            let _ = tls.write_tls(&mut self.buffer);
+        }
+    }
+
+    /// What rustls queued after refusing the handshake, when it ends with
+    /// the fatal alert. rustls may queue the rest of its flight first (and
+    /// a ChangeCipherSpec before the alert); the alert is always last.
+    fn queued_alert(
+        &mut self,
+        tls: &mut rustls::Connection,
+        err: &rustls::Error,
+    ) -> Option<FatalAlert> {
+        self.take_queued(tls);
+        let tls13 = tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+        let alert = match records(&self.buffer).last()? {
+            (ALERT_RECORD, [_level, description]) => AlertType::from_wire(*description),
+            // Encrypted (TLS 1.2 keeps the content type): rustls's alert
+            // for the error.
+            (ALERT_RECORD, _) => alert_for(err),
+            (APPLICATION_DATA_RECORD, payload) if tls13 && payload.len() == ENCRYPTED_ALERT_LEN => {
+                alert_for(err)
+            }
+            _ => return None,
+        };
+        Some(FatalAlert {
+            bytes: std::mem::take(&mut self.buffer),
+            alert,
+        })
+    }
+
+    /// A plaintext fatal alert, when the client can still read one. The rest
+    /// of a flight rustls queued is not sent, so the client that gets the
+    /// alert has seen no key change. (A client's keys change when it reads
+    /// the server's flight, not when it writes, so only a server knows from
+    /// what it sent.)
+    fn own_alert(&self, tls: &rustls::Connection, alert: AlertType) -> Option<FatalAlert> {
+        let server = matches!(tls, rustls::Connection::Server(_));
+        (server && !self.protected).then(|| FatalAlert {
+            bytes: vec![ALERT_RECORD, 3, 3, 0, 2, 2, alert as u8],
+            alert,
+        })
+    }
+}
+
+/// The (content type, payload) of each whole TLS record in `bytes`.
+fn records(mut bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let [kind, _, _, high, low, rest @ ..] = bytes else {
+            return None;
+        };
+        let len = usize::from(u16::from_be_bytes([*high, *low]));
+        let payload = rest.get(..len)?;
+        bytes = &rest[len..];
+        Some((*kind, payload))
+    })
 }
 
 /// The SNI name a client asked for.
@@ -252,25 +356,6 @@ fn read_some(
     }
 }
 
-fn send_pending(
-    connection: &Connection,
-    tls: &mut rustls::Connection,
-    deadline: HandshakeDeadline,
-) -> Result<(), Failure> {
-    while tls.wants_write() {
-        connection
-            .stream()
-            .set_write_timeout(deadline.remaining()?)
-            .map_err(Failure::Io)?;
-        match tls.write_tls(&mut connection.stream()) {
-            Ok(_) => {}
-            Err(e) if is_retryable(&e) => {}
-            Err(e) => return Err(Failure::Io(e)),
-        }
-    }
-    Ok(())
-}
-
 /// Interrupted, or a socket timeout that the next `remaining()` turns into
 /// a deadline failure.
 fn is_retryable(err: &io::Error) -> bool {
@@ -321,7 +406,7 @@ fn fail(
             (SocketError::SslHandshakeFailed, text)
         }
         Failure::Tls(err, alert) => {
-            reject(connection, tls, events, &err, &alert);
+            reject(connection, tls, events, &err, alert);
             (
                 SocketError::SslHandshakeFailed,
                 format!("the TLS handshake failed: {err}"),
@@ -343,7 +428,7 @@ fn reject(
     tls: &ServerTls,
     events: &EventSink,
     err: &rustls::Error,
-    alert: &[u8],
+    alert: Option<FatalAlert>,
 ) {
     match err {
         rustls::Error::AlertReceived(description) => {
@@ -362,13 +447,16 @@ fn reject(
         }
         _ => {}
     }
-    if alert.is_empty() {
+    let Some(FatalAlert {
+        bytes,
+        alert: alert_type,
+    }) = alert
+    else {
         return linger_close(connection);
-    }
-    // Only what rustls queued (the alert), never a close_notify.
+    };
+    // The alert (with what rustls queued before it), never a close_notify.
     let _ = connection.stream().set_write_timeout(Some(ALERT_LINGER));
-    let _ = std::io::Write::write_all(&mut connection.stream(), alert);
-    let alert_type = sent_alert(alert).unwrap_or_else(|| alert_for(err));
+    let _ = connection.stream().write_all(&bytes);
     events.emit(EventKind::AlertSent, || {
         Event::new(EventKind::AlertSent, Some(connection))
             .alert(AlertLevel::Fatal, alert_type)
@@ -395,21 +483,6 @@ fn linger_close(connection: &Connection) {
             Err(_) => break,
         }
     }
-}
-
-/// The alert in a plaintext alert record among `bytes` (rustls may put a
-/// ChangeCipherSpec record before it), when it went out unencrypted.
-fn sent_alert(mut bytes: &[u8]) -> Option<AlertType> {
-    while let [kind, 3, _, high, low, rest @ ..] = bytes {
-        let len = usize::from(u16::from_be_bytes([*high, *low]));
-        match (kind, rest) {
-            (&ALERT_RECORD, [_level, description, ..]) if len == 2 => {
-                return Some(AlertType::from_wire(*description));
-            }
-            _ => bytes = rest.get(len..)?,
-        }
-    }
-    None
 }
 
 /// The alert rustls sends for an error, for alerts sent encrypted.

@@ -677,6 +677,130 @@ fn a_handshake_message_claiming_more_than_64_kib_gets_a_fatal_alert() {
 }
 
 #[test]
+fn a_huge_handshake_message_in_the_clients_second_tls12_flight_gets_a_fatal_alert() {
+    // TLS 1.2 sends the whole handshake in plaintext until ChangeCipherSpec,
+    // so after the server's first flight an alert still goes out in the
+    // clear: a ClientKeyExchange claiming 65537 bytes must get one too.
+    let _guard = shared();
+    let ca = TestCa::new("ca");
+    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    config.set_protocol(sslserver::Protocol::TlsV1_2).unwrap();
+    let server = TestServer::start_with(
+        &config,
+        |s| s.set_handshake_timeout(10_000).unwrap(),
+        |_| {},
+    );
+    let mut input = tls12_client_hello(&ca);
+    // ClientKeyExchange (16) claiming 65537 bytes.
+    input.extend_from_slice(&[
+        0x16, 0x03, 0x03, 0x00, 0x08, 0x10, 0x01, 0x00, 0x01, 1, 2, 3, 4,
+    ]);
+    let mut tcp = server.tcp();
+    let port = tcp.local_addr().unwrap().port();
+    // The ClientHello first, so the server answers it before it reads on.
+    let split = input.len() - 13;
+    tcp.write_all(&input[..split]).unwrap();
+    server.events.wait_until("STARTED", |events| {
+        events
+            .iter()
+            .any(|e| e.peer_port == Some(port) && e.kind == StartedEncryptionHandshake)
+    });
+    thread::sleep(Duration::from_millis(200));
+    tcp.write_all(&input[split..]).unwrap();
+    let _ = tcp.shutdown(std::net::Shutdown::Write);
+    let mut reply = Vec::new();
+    tcp.set_read_timeout(Some(SOON)).unwrap();
+    let _ = std::io::Read::read_to_end(&mut tcp, &mut reply);
+    let alert = assert_rejected_handshake(&server, port, &reply, "a 65537-byte ClientKeyExchange");
+    eprintln!(
+        "65537-byte ClientKeyExchange: {alert:?}, wire {:?}",
+        first_plaintext_alert(&reply)
+    );
+    assert!(alert.is_some(), "a fatal alert is sent");
+    assert_nothing_else(&server);
+}
+
+/// A rustls client's TLS 1.2-only ClientHello, trusting `ca`.
+fn tls12_client_hello(ca: &TestCa) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.identity.cert_der.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut conn =
+        ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    hello
+}
+
+/// Sends a ClientHello and, in the same segment, a record claiming a
+/// 65537-byte handshake message. rustls answers the hello (queues the
+/// server's flight) and then refuses the record. Returns the records the
+/// client got, as (content type, payload), and the alert ALERT_SENT named.
+fn huge_message_behind_the_hello(
+    hello: Vec<u8>,
+    config: &sslserver::TlsConfig,
+    what: &str,
+) -> (Vec<(u8, Vec<u8>)>, Option<AlertType>) {
+    let server =
+        TestServer::start_with(config, |s| s.set_handshake_timeout(10_000).unwrap(), |_| {});
+    let mut input = hello;
+    // ClientKeyExchange (16) claiming 65537 bytes.
+    input.extend_from_slice(&[
+        0x16, 0x03, 0x03, 0x00, 0x08, 0x10, 0x01, 0x00, 0x01, 1, 2, 3, 4,
+    ]);
+    let (port, reply, closed, _) = send_raw(server.port, &input, true);
+    assert!(closed, "{what}: not closed");
+    let records = tls_records(&reply)
+        .into_iter()
+        .map(|r| (r.content_type, r.payload))
+        .collect();
+    let alert = assert_rejected_handshake(&server, port, &reply, what);
+    assert_nothing_else(&server);
+    (records, alert)
+}
+
+#[test]
+fn a_huge_handshake_message_right_behind_a_tls12_client_hello_gets_the_alert_it_reports() {
+    // rustls queues no alert for this in TLS 1.2. Nothing has gone out yet,
+    // so the library sends a plaintext alert, alone: no flight the client
+    // would answer.
+    let _guard = shared();
+    let ca = TestCa::new("ca");
+    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    config.set_protocol(sslserver::Protocol::TlsV1_2).unwrap();
+    let (records, alert) =
+        huge_message_behind_the_hello(tls12_client_hello(&ca), &config, "TLS 1.2");
+    assert_eq!(
+        records,
+        [(0x15, vec![2, AlertType::DecodeError as u8])],
+        "one plaintext fatal alert, nothing else"
+    );
+    assert_eq!(alert, Some(AlertType::DecodeError));
+}
+
+#[test]
+fn a_huge_handshake_message_right_behind_a_tls13_client_hello_gets_the_alert_it_reports() {
+    // In TLS 1.3 everything after the ClientHello must be protected, so the
+    // record fails to decrypt. rustls sends its flight and then an
+    // encrypted bad_record_mac: a 19-byte application_data record (2 bytes
+    // of alert, the inner content type, a 16-byte tag), which ALERT_SENT
+    // reports.
+    let _guard = shared();
+    let ca = TestCa::new("ca");
+    let config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    let (records, alert) = huge_message_behind_the_hello(client_hello(), &config, "TLS 1.3");
+    let (last_type, last_payload) = records.last().expect("records");
+    assert_eq!(
+        (*last_type, last_payload.len()),
+        (0x17, 19),
+        "an encrypted alert last"
+    );
+    assert_eq!(alert, Some(AlertType::BadRecordMac));
+}
+
+#[test]
 fn empty_handshake_records_get_a_fatal_alert() {
     let _guard = shared();
     let (_ca, server) = garbage_server();
@@ -831,18 +955,7 @@ fn the_alert_event_names_the_alert_sent_after_the_servers_flight() {
         |s| s.set_handshake_timeout(10_000).unwrap(),
         |_| {},
     );
-    let tls12 = Arc::new(
-        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
-            .with_root_certificates({
-                let mut roots = rustls::RootCertStore::empty();
-                roots.add(ca.identity.cert_der.clone()).unwrap();
-                roots
-            })
-            .with_no_client_auth(),
-    );
-    let mut conn = ClientConnection::new(tls12, "localhost".try_into().unwrap()).unwrap();
-    let mut hello = Vec::new();
-    conn.write_tls(&mut hello).unwrap();
+    let hello = tls12_client_hello(&ca);
     let trailers: [(&str, &[u8]); 3] = [
         (
             "a change_cipher_spec of 2 bytes",
