@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzing with cargo-fuzz (libFuzzer + AddressSanitizer); see docs/hostile.md.
 #
-#   scripts/fuzz.sh --quick [TARGET...]        each target for FUZZ_QUICK_SECONDS (default 10) s
+#   scripts/fuzz.sh --quick [TARGET...]        each target for FUZZ_QUICK_SECONDS (default 10) s, seed 1
 #   scripts/fuzz.sh --long SECONDS [TARGET...] each target for SECONDS, by hand
 #   scripts/fuzz.sh --list                     the targets
 #
@@ -31,10 +31,12 @@ export RUSTC_BOOTSTRAP=1
 all_targets() { awk '/^\[\[bin\]\]/ { bin = 1; next } /^\[/ { bin = 0 } bin && /^name = / { gsub(/"/, "", $3); print $3 }' Cargo.toml; }
 
 mode="${1:---quick}"
+extra=()
 shift || true
 case "$mode" in
   --list) all_targets; exit 0 ;;
-  --quick) seconds="${FUZZ_QUICK_SECONDS:-10}" ;;
+  # A fixed seed, so the quick run in the test command is repeatable.
+  --quick) seconds="${FUZZ_QUICK_SECONDS:-10}"; extra=(-seed=1) ;;
   --long)
     seconds="${1:?usage: scripts/fuzz.sh --long SECONDS [TARGET...]}"
     shift
@@ -66,7 +68,7 @@ for target in "${targets[@]}"; do
   # The first corpus directory receives new inputs; the committed ones are read only.
   if cargo fuzz run -O "$target" "$work" "corpus/$target" "regressions/$target" -- \
     -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 -max_len=8192 \
-    -detect_leaks="$leaks" -print_final_stats=1 -artifact_prefix="artifacts/$target/" >"$log" 2>&1; then
+    -detect_leaks="$leaks" -print_final_stats=1 "${extra[@]}" -artifact_prefix="artifacts/$target/" >"$log" 2>&1; then
     grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|cov: ' "$log" |
       tail -n 4 | sed 's/^/    /'
   else

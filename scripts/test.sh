@@ -7,8 +7,13 @@
 #   4. install test: scripts/install.sh into a temporary prefix, then
 #      tests/cmake_consumer built against it with find_package(SslServer)
 #      (shared and static), plus a pkg-config build; each binary is run.
+#   5. fuzz smoke: every cargo-fuzz target for FUZZ_QUICK_SECONDS (default
+#      5) s (scripts/fuzz.sh --quick; the first build takes ~10 min)
+#   6. benchmark smoke: the load generator against the library's server
+#      (bench/run.sh --smoke)
 # Installs cmake first if it is missing. Exits non-zero on any failure.
-# SSLSERVER_SKIP_CARGO_TEST=1 skips step 1 (for iterating on the C side).
+# SSLSERVER_SKIP_CARGO_TEST=1 skips step 1, SSLSERVER_SKIP_FUZZ=1 step 5
+# (for iterating).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -107,6 +112,16 @@ if command -v pkg-config >/dev/null 2>&1; then
 else
   echo "pkg-config not installed; skipped"
 fi
+
+if [[ "${SSLSERVER_SKIP_FUZZ:-0}" == 1 ]]; then
+  step "fuzz smoke skipped (SSLSERVER_SKIP_FUZZ=1)"
+else
+  step "fuzz smoke"
+  FUZZ_QUICK_SECONDS="${FUZZ_QUICK_SECONDS:-5}" scripts/fuzz.sh --quick || failed+=("fuzz smoke")
+fi
+
+step "benchmark smoke"
+bench/run.sh --smoke --no-install || failed+=("benchmark smoke")
 
 if ((${#failed[@]})); then
   step "FAILED: ${failed[*]}"

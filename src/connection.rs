@@ -13,7 +13,6 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -22,10 +21,7 @@ use rustls::pki_types::CertificateDer;
 use crate::error::{os_reason, Error, ErrorKind, Result};
 use crate::events::SslError;
 use crate::types::{Protocol, SocketError, SocketState, SslErrorCode};
-
-/// Connection threads run C callbacks, so they get more than the minimum,
-/// but far less than the 8 MiB default: only touched pages cost memory.
-pub(crate) const THREAD_STACK_SIZE: usize = 256 * 1024;
+use crate::workers::WorkState;
 
 /// How long freeing a connection waits for its close_notify to leave.
 const RELEASE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -33,6 +29,17 @@ const RELEASE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// At most this much plaintext is encrypted per socket write, so one huge
 /// `sslsocket_write` does not build one huge buffer.
 const WRITE_BATCH: usize = 256 * 1024;
+
+/// The reader decrypts ahead of the application while rustls holds at most
+/// this much plaintext (rustls's own limit: above it, `read_tls` refuses),
+/// so the next record is ready when the application reads again.
+const READ_AHEAD: usize = 16 * 1024;
+
+/// Room for a record's framing and AEAD tag: 5 + 16 bytes in TLS 1.3
+/// (+1 content type), 5 + 8 + 16 in TLS 1.2.
+const RECORD_OVERHEAD: usize = 64;
+/// The largest plaintext fragment rustls puts in one record.
+const MAX_FRAGMENT: usize = 16 * 1024;
 
 /// What was negotiated, fixed once the handshake completes.
 #[derive(Clone, Debug)]
@@ -186,7 +193,8 @@ pub struct Connection {
     drained: Condvar,
     /// Held by whoever sends `Io::outgoing`, so records leave in order.
     send: Mutex<()>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The library thread working for this connection (handshake, reader).
+    work: Arc<WorkState>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -220,7 +228,7 @@ impl Connection {
             readable: Condvar::new(),
             drained: Condvar::new(),
             send: Mutex::new(()),
-            thread: Mutex::new(None),
+            work: Arc::default(),
         }
     }
 
@@ -232,20 +240,15 @@ impl Connection {
         &self.verification
     }
 
-    pub(crate) fn set_thread(&self, handle: JoinHandle<()>) {
-        *self.thread.lock() = Some(handle);
+    /// Runs `job` (the handshake, the reader loop) on a library thread.
+    pub(crate) fn start_work(&self, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        self.work.start(job)
     }
 
-    /// Waits for the connection's thread to end, unless called from it.
-    pub(crate) fn join_thread(&self) {
-        let handle = self.thread.lock().take();
-        if let Some(handle) = handle {
-            if handle.thread().id() != std::thread::current().id() {
-                let _ = handle.join();
-            } else {
-                *self.thread.lock() = Some(handle);
-            }
-        }
+    /// Waits until the library thread is done with this connection, unless
+    /// called from that thread.
+    pub(crate) fn wait_for_work(&self) {
+        self.work.wait();
     }
 
     pub fn peer_addr(&self) -> SocketAddr {
@@ -435,6 +438,10 @@ impl Connection {
                 let io = &mut *guard;
                 let tls = io.tls.as_mut().expect("checked by check_writable");
                 let end = data.len().min(offset + WRITE_BATCH);
+                // One allocation for the batch's records, not a growing copy.
+                let records = (end - offset).div_ceil(MAX_FRAGMENT);
+                io.outgoing
+                    .reserve(end - offset + records * RECORD_OVERHEAD);
                 while offset < end {
                     let n = tls
                         .writer()
@@ -510,16 +517,11 @@ impl Connection {
         self.abort();
     }
 
-    /// Starts a thread that runs the reader loop (client mode; a server's
+    /// Runs the reader loop on a library thread (client mode; a server's
     /// connection thread becomes the reader itself).
     pub(crate) fn spawn_reader(self: &Arc<Self>) -> io::Result<()> {
         let connection = self.clone();
-        let handle = std::thread::Builder::new()
-            .name("sslserver-conn".into())
-            .stack_size(THREAD_STACK_SIZE)
-            .spawn(move || connection.run_reader())?;
-        self.set_thread(handle);
-        Ok(())
+        self.start_work(move || connection.run_reader())
     }
 
     /// The reader loop, run by the connection's thread after the handshake
@@ -528,7 +530,7 @@ impl Connection {
         loop {
             {
                 let mut io = self.io.lock();
-                while io.plaintext > 0 && io.input == Input::Open {
+                while io.plaintext > READ_AHEAD && io.input == Input::Open {
                     self.drained.wait(&mut io);
                 }
                 if io.input != Input::Open {

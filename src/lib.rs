@@ -20,6 +20,7 @@ pub mod server;
 mod tls;
 pub mod types;
 mod verify;
+mod workers;
 
 pub use client::connect_encrypted;
 pub use config::{SslErrorsCallback, TlsConfig};

@@ -516,34 +516,25 @@ impl Session {
         let deadline = HandshakeDeadline::starting_now(timeout_ms);
         let session = self.clone();
         let for_thread = connection.clone();
-        let spawned = std::thread::Builder::new()
-            .name("sslserver-conn".into())
-            .stack_size(crate::connection::THREAD_STACK_SIZE)
-            .spawn(move || {
-                // A bug in one connection must not leak its handshake slot
-                // or leave its client hanging.
-                let served = catch_unwind(AssertUnwindSafe(|| {
-                    session.serve(id, for_thread.clone(), deadline)
-                }));
-                if served.is_err() {
-                    for_thread.abort();
-                    session.forget(id);
-                }
-            });
-        match spawned {
-            Ok(handle) => {
-                connection.set_thread(handle);
-                Ok(())
+        let started = connection.start_work(move || {
+            // A bug in one connection must not leak its handshake slot or
+            // leave its client hanging.
+            let served = catch_unwind(AssertUnwindSafe(|| {
+                session.serve(id, for_thread.clone(), deadline)
+            }));
+            if served.is_err() {
+                for_thread.abort();
+                session.forget(id);
             }
-            Err(e) => {
-                self.state.lock().handshakes.remove(&id);
-                connection.abort();
-                Err(Error::new(
-                    ErrorKind::Io,
-                    format!("cannot start a thread for {}: {e}", connection.peer_addr()),
-                ))
-            }
-        }
+        });
+        started.map_err(|e| {
+            self.state.lock().handshakes.remove(&id);
+            connection.abort();
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot start a thread for {}: {e}", connection.peer_addr()),
+            )
+        })
     }
 
     /// The connection thread: handshake, queue, then reading.
@@ -626,7 +617,7 @@ impl Session {
             connection.release();
         }
         for connection in handshakes.iter().chain(&queued) {
-            connection.join_thread();
+            connection.wait_for_work();
         }
     }
 }

@@ -1,0 +1,151 @@
+//! The threads that run connections (handshake, then reading).
+//!
+//! A thread that has finished with one connection waits a little for the
+//! next instead of exiting. Starting and ending a thread costs more system
+//! calls than the socket work of a whole TLS handshake (bench/analysis.md:
+//! 34 of 62 per connection), and a reused thread keeps its allocator and
+//! aws-lc state warm. Idle threads exit after `IDLE_TIMEOUT`, so a burst of
+//! connections leaves no lasting cost.
+//!
+//! The pool is shared by every server and client connection in the process.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::thread::{self, ThreadId};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+
+/// Connection threads run C callbacks, so they get more than the minimum,
+/// but far less than the 8 MiB default: only touched pages cost memory.
+const THREAD_STACK_SIZE: usize = 256 * 1024;
+
+/// How long a thread with no connection waits for one before it exits.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+struct Pool {
+    jobs: Sender<Job>,
+    waiting: Receiver<Job>,
+    /// Threads waiting for a job that no `run` has claimed yet. Invariant:
+    /// threads in `worker`'s wait = `idle` + jobs in the channel, so every
+    /// job sent finds a thread.
+    idle: AtomicUsize,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (jobs, waiting) = crossbeam_channel::unbounded();
+        Pool {
+            jobs,
+            waiting,
+            idle: AtomicUsize::new(0),
+        }
+    })
+}
+
+/// Runs `job` on an idle connection thread, or on a new one.
+pub(crate) fn run(job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    let pool = pool();
+    let job: Job = Box::new(job);
+    if claim_idle(&pool.idle) {
+        // The pool holds a receiver, so the channel never disconnects.
+        let _ = pool.jobs.send(job);
+        return Ok(());
+    }
+    let waiting = pool.waiting.clone();
+    thread::Builder::new()
+        .name("sslserver-conn".into())
+        .stack_size(THREAD_STACK_SIZE)
+        .spawn(move || worker(job, waiting))
+        .map(drop)
+}
+
+fn worker(first: Job, waiting: Receiver<Job>) {
+    let idle = &pool().idle;
+    let mut job = first;
+    loop {
+        job();
+        idle.fetch_add(1, Ordering::AcqRel);
+        job = loop {
+            match waiting.recv_timeout(IDLE_TIMEOUT) {
+                Ok(next) => break next,
+                // Leave only if no `run` has counted on this thread; if one
+                // has, its job is on the way.
+                Err(_) if claim_idle(idle) => return,
+                Err(_) => {}
+            }
+        };
+    }
+}
+
+/// Takes one idle thread for a job (false if there is none).
+fn claim_idle(idle: &AtomicUsize) -> bool {
+    idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// Whether a connection thread is working for one connection, so that
+/// closing and freeing can wait until its work (and its callbacks) are over.
+#[derive(Default)]
+pub(crate) struct WorkState {
+    state: Mutex<Work>,
+    finished: Condvar,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    #[default]
+    None,
+    /// Handed to the pool, not started yet.
+    Scheduled,
+    Running(ThreadId),
+}
+
+impl WorkState {
+    /// Runs `job` on a connection thread; `wait` waits for it to end.
+    pub(crate) fn start(
+        self: &std::sync::Arc<Self>,
+        job: impl FnOnce() + Send + 'static,
+    ) -> io::Result<()> {
+        *self.state.lock() = Work::Scheduled;
+        let work = self.clone();
+        let started = run(move || {
+            *work.state.lock() = Work::Running(thread::current().id());
+            // Marks the work over even if the job panics.
+            let _finished = Finished(&work);
+            job();
+        });
+        if started.is_err() {
+            self.end();
+        }
+        started
+    }
+
+    /// Waits for the work to end, unless called from the thread doing it
+    /// (a callback closing its own server or connection).
+    pub(crate) fn wait(&self) {
+        let me = thread::current().id();
+        let mut state = self.state.lock();
+        while matches!(*state, Work::Scheduled) || matches!(*state, Work::Running(id) if id != me) {
+            self.finished.wait(&mut state);
+        }
+    }
+
+    fn end(&self) {
+        *self.state.lock() = Work::None;
+        self.finished.notify_all();
+    }
+}
+
+struct Finished<'a>(&'a WorkState);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
