@@ -23,7 +23,7 @@ use parking_lot::{Condvar, Mutex};
 const THREAD_STACK_SIZE: usize = 256 * 1024;
 
 /// How long a thread with no connection waits for one before it exits.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Job = Box<dyn FnOnce() + Send>;
 
