@@ -56,7 +56,7 @@ pub fn connect_encrypted(
     }
     connection.verification().set_errors(&errors);
     connection.install(tls, Some(name.to_string()));
-    connection.spawn_reader().map_err(|e| {
+    connection.start_reader().map_err(|e| {
         Error::new(
             ErrorKind::Io,
             format!("cannot start the reader thread: {e}"),

@@ -21,7 +21,7 @@ use rustls::pki_types::CertificateDer;
 use crate::error::{os_reason, Error, ErrorKind, Result};
 use crate::events::SslError;
 use crate::types::{Protocol, SocketError, SocketState, SslErrorCode};
-use crate::workers::WorkState;
+use crate::workers::{Stage, WorkState};
 
 /// How long freeing a connection waits for its close_notify to leave.
 const RELEASE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -240,9 +240,9 @@ impl Connection {
         &self.verification
     }
 
-    /// Runs `job` (the handshake, the reader loop) on a library thread.
-    pub(crate) fn start_work(&self, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        self.work.start(job)
+    /// Runs `job` (the handshake) on a library thread.
+    pub(crate) fn start_handshake(&self, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        self.work.start(Stage::Handshake, job)
     }
 
     /// Waits until the library thread is done with this connection, unless
@@ -517,15 +517,16 @@ impl Connection {
         self.abort();
     }
 
-    /// Runs the reader loop on a library thread (client mode; a server's
-    /// connection thread becomes the reader itself).
-    pub(crate) fn spawn_reader(self: &Arc<Self>) -> io::Result<()> {
+    /// Runs the reader loop on a reader thread. Called by the handshake's
+    /// thread, it hands the connection over; `wait_for_work` then waits for
+    /// the reader.
+    pub(crate) fn start_reader(self: &Arc<Self>) -> io::Result<()> {
         let connection = self.clone();
-        self.start_work(move || connection.run_reader())
+        self.work
+            .start(Stage::Reader, move || connection.run_reader())
     }
 
-    /// The reader loop, run by the connection's thread after the handshake
-    /// until no more input can come.
+    /// The reader loop, run after the handshake until no more input can come.
     pub(crate) fn run_reader(&self) {
         loop {
             {

@@ -516,7 +516,7 @@ impl Session {
         let deadline = HandshakeDeadline::starting_now(timeout_ms);
         let session = self.clone();
         let for_thread = connection.clone();
-        let started = connection.start_work(move || {
+        let started = connection.start_handshake(move || {
             // A bug in one connection must not leak its handshake slot or
             // leave its client hanging.
             let served = catch_unwind(AssertUnwindSafe(|| {
@@ -537,7 +537,7 @@ impl Session {
         })
     }
 
-    /// The connection thread: handshake, queue, then reading.
+    /// The handshake thread: handshake, queue, then the hand-off to a reader.
     fn serve(&self, id: u64, connection: Arc<Connection>, deadline: HandshakeDeadline) {
         let tls = self.common.tls.lock().clone();
         let handshaken = match tls {
@@ -561,7 +561,11 @@ impl Session {
                     connection.peer_addr()
                 ))
         });
-        connection.run_reader();
+        // The reader runs on a thread whose stack the handshake never
+        // deepened; if none can be started, this one reads.
+        if connection.start_reader().is_err() {
+            connection.run_reader();
+        }
     }
 
     fn forget(&self, id: u64) {

@@ -1,4 +1,5 @@
-//! The threads that run connections (handshake, then reading).
+//! The threads that run connections: handshake threads, and reader threads
+//! that take over once the handshake is done.
 //!
 //! A thread that has finished with one connection waits a little for the
 //! next instead of exiting. Starting and ending a thread costs more system
@@ -7,11 +8,17 @@
 //! aws-lc state warm. Idle threads exit after `IDLE_TIMEOUT`, so a burst of
 //! connections leaves no lasting cost.
 //!
-//! The pool is shared by every server and client connection in the process.
+//! Handshakes and readers have separate pools because a handshake touches
+//! about 32 KiB of stack (rustls and aws-lc frames), and touched stack pages
+//! stay resident for the thread's life. The reader, which lives as long as
+//! its connection, only ever runs shallow code, so an idle connection costs
+//! a few KiB of stack, not 32.
+//!
+//! The pools are shared by every server and client connection in the process.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 
@@ -27,7 +34,17 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Which pool a job runs in.
+#[derive(Clone, Copy)]
+pub(crate) enum Stage {
+    /// The handshake (server) and its events.
+    Handshake,
+    /// The reader loop of an encrypted connection.
+    Reader,
+}
+
 struct Pool {
+    thread_name: &'static str,
     jobs: Sender<Job>,
     waiting: Receiver<Job>,
     /// Threads waiting for a job that no `run` has claimed yet. Invariant:
@@ -36,57 +53,64 @@ struct Pool {
     idle: AtomicUsize,
 }
 
-fn pool() -> &'static Pool {
-    static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| {
+impl Pool {
+    fn new(thread_name: &'static str) -> Pool {
         let (jobs, waiting) = crossbeam_channel::unbounded();
         Pool {
+            thread_name,
             jobs,
             waiting,
             idle: AtomicUsize::new(0),
         }
-    })
-}
-
-/// Runs `job` on an idle connection thread, or on a new one.
-pub(crate) fn run(job: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    let pool = pool();
-    let job: Job = Box::new(job);
-    if claim_idle(&pool.idle) {
-        // The pool holds a receiver, so the channel never disconnects.
-        let _ = pool.jobs.send(job);
-        return Ok(());
     }
-    let waiting = pool.waiting.clone();
-    thread::Builder::new()
-        .name("sslserver-conn".into())
-        .stack_size(THREAD_STACK_SIZE)
-        .spawn(move || worker(job, waiting))
-        .map(drop)
-}
 
-fn worker(first: Job, waiting: Receiver<Job>) {
-    let idle = &pool().idle;
-    let mut job = first;
-    loop {
-        job();
-        idle.fetch_add(1, Ordering::AcqRel);
-        job = loop {
-            match waiting.recv_timeout(IDLE_TIMEOUT) {
-                Ok(next) => break next,
-                // Leave only if no `run` has counted on this thread; if one
-                // has, its job is on the way.
-                Err(_) if claim_idle(idle) => return,
-                Err(_) => {}
-            }
-        };
+    fn of(stage: Stage) -> &'static Pool {
+        static HANDSHAKES: OnceLock<Pool> = OnceLock::new();
+        static READERS: OnceLock<Pool> = OnceLock::new();
+        match stage {
+            Stage::Handshake => HANDSHAKES.get_or_init(|| Pool::new("sslserver-conn")),
+            Stage::Reader => READERS.get_or_init(|| Pool::new("sslserver-read")),
+        }
     }
-}
 
-/// Takes one idle thread for a job (false if there is none).
-fn claim_idle(idle: &AtomicUsize) -> bool {
-    idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-        .is_ok()
+    /// Runs `job` on an idle thread of this pool, or on a new one.
+    fn run(&'static self, job: Job) -> io::Result<()> {
+        if self.claim_idle() {
+            // The pool holds a receiver, so the channel never disconnects.
+            let _ = self.jobs.send(job);
+            return Ok(());
+        }
+        let waiting = self.waiting.clone();
+        thread::Builder::new()
+            .name(self.thread_name.into())
+            .stack_size(THREAD_STACK_SIZE)
+            .spawn(move || self.worker(job, waiting))
+            .map(drop)
+    }
+
+    fn worker(&self, first: Job, waiting: Receiver<Job>) {
+        let mut job = first;
+        loop {
+            job();
+            self.idle.fetch_add(1, Ordering::AcqRel);
+            job = loop {
+                match waiting.recv_timeout(IDLE_TIMEOUT) {
+                    Ok(next) => break next,
+                    // Leave only if no `run` has counted on this thread; if
+                    // one has, its job is on the way.
+                    Err(_) if self.claim_idle() => return,
+                    Err(_) => {}
+                }
+            };
+        }
+    }
+
+    /// Takes one idle thread for a job (false if there is none).
+    fn claim_idle(&self) -> bool {
+        self.idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 /// Whether a connection thread is working for one connection, so that
@@ -107,21 +131,26 @@ enum Work {
 }
 
 impl WorkState {
-    /// Runs `job` on a connection thread; `wait` waits for it to end.
+    /// Runs `job` on a thread of `stage`'s pool; `wait` waits for it to end.
+    /// Called from the job running for the same connection, it hands the
+    /// connection over: `wait` then waits for the new job.
     pub(crate) fn start(
-        self: &std::sync::Arc<Self>,
+        self: &Arc<Self>,
+        stage: Stage,
         job: impl FnOnce() + Send + 'static,
     ) -> io::Result<()> {
-        *self.state.lock() = Work::Scheduled;
+        let before = std::mem::replace(&mut *self.state.lock(), Work::Scheduled);
         let work = self.clone();
-        let started = run(move || {
-            *work.state.lock() = Work::Running(thread::current().id());
+        let started = Pool::of(stage).run(Box::new(move || {
+            let me = thread::current().id();
+            *work.state.lock() = Work::Running(me);
             // Marks the work over even if the job panics.
-            let _finished = Finished(&work);
+            let _finished = Finished(&work, me);
             job();
-        });
+        }));
         if started.is_err() {
-            self.end();
+            *self.state.lock() = before;
+            self.finished.notify_all();
         }
         started
     }
@@ -135,17 +164,17 @@ impl WorkState {
             self.finished.wait(&mut state);
         }
     }
-
-    fn end(&self) {
-        *self.state.lock() = Work::None;
-        self.finished.notify_all();
-    }
 }
 
-struct Finished<'a>(&'a WorkState);
+/// Ends the work of thread `.1`, unless it handed the connection on.
+struct Finished<'a>(&'a WorkState, ThreadId);
 
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
-        self.0.end();
+        let mut state = self.0.state.lock();
+        if *state == Work::Running(self.1) {
+            *state = Work::None;
+            self.0.finished.notify_all();
+        }
     }
 }
