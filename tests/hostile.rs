@@ -433,6 +433,19 @@ fn garbage_server() -> (TestCa, TestServer) {
     plain_server(|s| s.set_handshake_timeout(10_000).unwrap())
 }
 
+/// As `garbage_server`, offering TLS 1.2 only.
+fn tls12_server() -> (TestCa, TestServer) {
+    let ca = TestCa::new("ca");
+    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    config.set_protocol(sslserver::Protocol::TlsV1_2).unwrap();
+    let server = TestServer::start_with(
+        &config,
+        |s| s.set_handshake_timeout(10_000).unwrap(),
+        |_| {},
+    );
+    (ca, server)
+}
+
 #[test]
 fn plaintext_protocols_are_dropped_at_once() {
     let _guard = shared();
@@ -703,14 +716,7 @@ fn a_huge_handshake_message_in_the_clients_second_tls12_flight_gets_a_fatal_aler
     // so after the server's first flight an alert still goes out in the
     // clear: a ClientKeyExchange claiming 65537 bytes must get one too.
     let _guard = shared();
-    let ca = TestCa::new("ca");
-    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
-    config.set_protocol(sslserver::Protocol::TlsV1_2).unwrap();
-    let server = TestServer::start_with(
-        &config,
-        |s| s.set_handshake_timeout(10_000).unwrap(),
-        |_| {},
-    );
+    let (ca, server) = tls12_server();
     let mut input = tls12_client_hello(&ca);
     // ClientKeyExchange (16) claiming 65537 bytes.
     input.extend_from_slice(&[
@@ -760,12 +766,10 @@ fn tls12_client_hello(ca: &TestCa) -> Vec<u8> {
 /// server's flight) and then refuses the record. Returns the records the
 /// client got, as (content type, payload), and the alert ALERT_SENT named.
 fn huge_message_behind_the_hello(
+    server: &TestServer,
     hello: Vec<u8>,
-    config: &sslserver::TlsConfig,
     what: &str,
 ) -> (Vec<(u8, Vec<u8>)>, Option<AlertType>) {
-    let server =
-        TestServer::start_with(config, |s| s.set_handshake_timeout(10_000).unwrap(), |_| {});
     let mut input = hello;
     // ClientKeyExchange (16) claiming 65537 bytes.
     input.extend_from_slice(&[
@@ -777,8 +781,8 @@ fn huge_message_behind_the_hello(
         .into_iter()
         .map(|r| (r.content_type, r.payload))
         .collect();
-    let alert = assert_rejected_handshake(&server, port, &reply, what);
-    assert_nothing_else(&server);
+    let alert = assert_rejected_handshake(server, port, &reply, what);
+    assert_nothing_else(server);
     (records, alert)
 }
 
@@ -788,11 +792,9 @@ fn a_huge_handshake_message_right_behind_a_tls12_client_hello_gets_the_alert_it_
     // so the library sends a plaintext alert, alone: no flight the client
     // would answer.
     let _guard = shared();
-    let ca = TestCa::new("ca");
-    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
-    config.set_protocol(sslserver::Protocol::TlsV1_2).unwrap();
+    let (ca, server) = tls12_server();
     let (records, alert) =
-        huge_message_behind_the_hello(tls12_client_hello(&ca), &config, "TLS 1.2");
+        huge_message_behind_the_hello(&server, tls12_client_hello(&ca), "TLS 1.2");
     assert_eq!(
         records,
         [(0x15, vec![2, AlertType::DecodeError as u8])],
@@ -809,9 +811,8 @@ fn a_huge_handshake_message_right_behind_a_tls13_client_hello_gets_the_alert_it_
     // of alert, the inner content type, a 16-byte tag), which ALERT_SENT
     // reports.
     let _guard = shared();
-    let ca = TestCa::new("ca");
-    let config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
-    let (records, alert) = huge_message_behind_the_hello(client_hello(), &config, "TLS 1.3");
+    let (_ca, server) = garbage_server();
+    let (records, alert) = huge_message_behind_the_hello(&server, client_hello(), "TLS 1.3");
     let (last_type, last_payload) = records.last().expect("records");
     assert_eq!(
         (*last_type, last_payload.len()),
@@ -968,14 +969,7 @@ fn the_alert_event_names_the_alert_sent_after_the_servers_flight() {
     // then the alert: ALERT_SENT must name the alert that went out, which
     // in TLS 1.2 is in plaintext on the wire.
     let _guard = shared();
-    let ca = TestCa::new("ca");
-    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
-    config.set_protocol(sslserver::Protocol::TlsV1_2).unwrap();
-    let server = TestServer::start_with(
-        &config,
-        |s| s.set_handshake_timeout(10_000).unwrap(),
-        |_| {},
-    );
+    let (ca, server) = tls12_server();
     let hello = tls12_client_hello(&ca);
     let trailers: [(&str, &[u8]); 3] = [
         (
