@@ -6,7 +6,7 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use super::{call, call_or, copy_out, share, text, CallResult, Failure};
+use super::{call_or, copy_out, read_handle, text, with_handle, Failure};
 use super::{sslserver_result, static_text};
 use crate::dtls::{DtlsEvent, DtlsEventKind, DtlsServer};
 use crate::types::SocketError;
@@ -171,31 +171,6 @@ impl CFunction<PskFn> {
     }
 }
 
-/// Runs `body` with a reference to the server behind `server`, held for the
-/// whole call (so dtlsserver_free on another thread cannot free it early).
-fn with_server(
-    server: *const DtlsServer,
-    body: impl FnOnce(&DtlsServer) -> CallResult,
-) -> sslserver_result {
-    call(|| {
-        // SAFETY: the C caller passes NULL or a live handle from dtlsserver_new.
-        let server = unsafe { share(server) }.ok_or_else(|| Failure::null("server"))?;
-        body(&server)
-    })
-}
-
-/// A getter's value, `fallback` for NULL.
-fn read_server<T: Copy>(
-    server: *const DtlsServer,
-    fallback: T,
-    body: impl FnOnce(&DtlsServer) -> T,
-) -> T {
-    call_or(fallback, || {
-        // SAFETY: the C caller passes NULL or a live handle from dtlsserver_new.
-        unsafe { share(server) }.map_or(fallback, |s| body(&s))
-    })
-}
-
 /// Creates a DTLS server (not listening, no PSK callback, no identity hint).
 /// NULL only if out of memory.
 #[no_mangle]
@@ -227,7 +202,7 @@ pub extern "C" fn dtlsserver_set_identity_hint(
     server: *mut DtlsServer,
     hint: *const c_char,
 ) -> sslserver_result {
-    with_server(server, |s| {
+    with_handle(server, "server", |s| {
         // SAFETY: the caller passes a NUL-terminated string or NULL.
         let hint = unsafe { text(hint, "hint") }?.unwrap_or("");
         Ok(s.set_identity_hint(hint.as_bytes())?)
@@ -246,7 +221,7 @@ pub extern "C" fn dtlsserver_set_psk_callback(
     cb: dtlsserver_psk_callback,
     userdata: *mut c_void,
 ) -> sslserver_result {
-    with_server(server, |s| {
+    with_handle(server, "server", |s| {
         let callback = cb.map(|function| {
             let c_function = CFunction { function, userdata };
             Arc::new(move |identity: &[u8]| c_function.key_for(identity))
@@ -270,7 +245,7 @@ pub extern "C" fn dtlsserver_register_callback(
     cb: dtlsserver_callback,
     userdata: *mut c_void,
 ) -> sslserver_result {
-    with_server(server, |s| {
+    with_handle(server, "server", |s| {
         let kind = DtlsEventKind::from_raw(kind)
             .ok_or_else(|| Failure::invalid(format!("{kind} is not a DTLS event kind")))?;
         let callback = cb.map(|function| {
@@ -292,13 +267,13 @@ pub extern "C" fn dtlsserver_set_handshake_timeout(
     server: *mut DtlsServer,
     msecs: c_int,
 ) -> sslserver_result {
-    with_server(server, |s| Ok(s.set_handshake_timeout(msecs)?))
+    with_handle(server, "server", |s| Ok(s.set_handshake_timeout(msecs)?))
 }
 
 /// The handshake timeout in ms (-1 = none); 0 for NULL.
 #[no_mangle]
 pub extern "C" fn dtlsserver_handshake_timeout(server: *const DtlsServer) -> c_int {
-    read_server(server, 0, DtlsServer::handshake_timeout)
+    read_handle(server, 0, DtlsServer::handshake_timeout)
 }
 
 /// A peer whose handshake completed and from which nothing authenticated
@@ -310,13 +285,13 @@ pub extern "C" fn dtlsserver_set_idle_timeout(
     server: *mut DtlsServer,
     msecs: c_int,
 ) -> sslserver_result {
-    with_server(server, |s| Ok(s.set_idle_timeout(msecs)?))
+    with_handle(server, "server", |s| Ok(s.set_idle_timeout(msecs)?))
 }
 
 /// The idle timeout in ms (-1 = never); 0 for NULL.
 #[no_mangle]
 pub extern "C" fn dtlsserver_idle_timeout(server: *const DtlsServer) -> c_int {
-    read_server(server, 0, DtlsServer::idle_timeout)
+    read_handle(server, 0, DtlsServer::idle_timeout)
 }
 
 /// Bounds the peers with a session, handshaking or established (default
@@ -325,13 +300,13 @@ pub extern "C" fn dtlsserver_idle_timeout(server: *const DtlsServer) -> c_int {
 /// not returned a cookie never count: they cost the server no memory.
 #[no_mangle]
 pub extern "C" fn dtlsserver_set_max_peers(server: *mut DtlsServer, n: c_int) -> sslserver_result {
-    with_server(server, |s| Ok(s.set_max_peers(n)?))
+    with_handle(server, "server", |s| Ok(s.set_max_peers(n)?))
 }
 
 /// The peer bound; 0 for NULL.
 #[no_mangle]
 pub extern "C" fn dtlsserver_max_peers(server: *const DtlsServer) -> c_int {
-    read_server(server, 0, DtlsServer::max_peers)
+    read_handle(server, 0, DtlsServer::max_peers)
 }
 
 /// Binds a UDP socket to `address` (NULL or "" = every address, dual-stack
@@ -345,7 +320,7 @@ pub extern "C" fn dtlsserver_listen(
     address: *const c_char,
     port: u16,
 ) -> sslserver_result {
-    with_server(server, |s| {
+    with_handle(server, "server", |s| {
         // SAFETY: the caller passes a NUL-terminated string or NULL.
         let address = unsafe { text(address, "address") }?;
         Ok(s.listen(address, port)?)
@@ -355,13 +330,13 @@ pub extern "C" fn dtlsserver_listen(
 /// Whether the server is listening; false for NULL.
 #[no_mangle]
 pub extern "C" fn dtlsserver_is_listening(server: *const DtlsServer) -> bool {
-    read_server(server, false, DtlsServer::is_listening)
+    read_handle(server, false, DtlsServer::is_listening)
 }
 
 /// The bound UDP port; 0 when not listening.
 #[no_mangle]
 pub extern "C" fn dtlsserver_server_port(server: *const DtlsServer) -> u16 {
-    read_server(server, 0, |s| s.local_addr().map_or(0, |a| a.port()))
+    read_handle(server, 0, |s| s.local_addr().map_or(0, |a| a.port()))
 }
 
 /// The bound address, e.g. "127.0.0.1" or "::" (string-out convention).
@@ -373,7 +348,7 @@ pub extern "C" fn dtlsserver_server_address(
     len: usize,
     out_n: *mut usize,
 ) -> sslserver_result {
-    with_server(server, |s| {
+    with_handle(server, "server", |s| {
         let addr = s.local_addr().ok_or_else(|| {
             Failure::from(crate::Error::invalid_state("the server is not listening"))
         })?;
@@ -396,7 +371,7 @@ pub extern "C" fn dtlsserver_write(
     data: *const u8,
     len: usize,
 ) -> sslserver_result {
-    with_server(server, |s| {
+    with_handle(server, "server", |s| {
         // SAFETY: the caller passes a NUL-terminated string or NULL.
         let address = unsafe { super::required_text(peer_address, "peer_address") }?;
         let literal = address.trim().trim_start_matches('[').trim_end_matches(']');
@@ -413,7 +388,7 @@ pub extern "C" fn dtlsserver_write(
 /// NULL or when not listening.
 #[no_mangle]
 pub extern "C" fn dtlsserver_peer_count(server: *const DtlsServer) -> usize {
-    read_server(server, 0, DtlsServer::peer_count)
+    read_handle(server, 0, DtlsServer::peer_count)
 }
 
 /// Sends close_notify to every peer, closes the socket and joins the
@@ -423,7 +398,7 @@ pub extern "C" fn dtlsserver_peer_count(server: *const DtlsServer) -> usize {
 /// returns). dtlsserver_listen may be called again.
 #[no_mangle]
 pub extern "C" fn dtlsserver_close(server: *mut DtlsServer) {
-    read_server(server, (), DtlsServer::close)
+    read_handle(server, (), DtlsServer::close)
 }
 
 /// The name of a DTLS event kind, e.g. "DATAGRAM_RECEIVED"; never NULL.

@@ -180,6 +180,31 @@ pub(crate) unsafe fn share<T>(ptr: *const T) -> Option<Arc<T>> {
     }
 }
 
+/// Runs `body` with a reference to the `Arc` handle behind `ptr` (a server,
+/// a DTLS server or a socket), held for the whole call, so that freeing the
+/// handle on another thread cannot free it under the call. `name` is the C
+/// parameter's name, for the NULL error.
+pub(crate) fn with_handle<T>(
+    ptr: *const T,
+    name: &str,
+    body: impl FnOnce(&T) -> CallResult,
+) -> sslserver_result {
+    call(|| {
+        // SAFETY: the C caller passes NULL or a live handle of this type, as
+        // the header documents for every handle parameter.
+        let handle = unsafe { share(ptr) }.ok_or_else(|| Failure::null(name))?;
+        body(&handle)
+    })
+}
+
+/// A getter's value through an `Arc` handle, `fallback` for NULL.
+pub(crate) fn read_handle<T, R: Copy>(ptr: *const T, fallback: R, body: impl FnOnce(&T) -> R) -> R {
+    call_or(fallback, || {
+        // SAFETY: the C caller passes NULL or a live handle of this type.
+        unsafe { share(ptr) }.map_or(fallback, |handle| body(&handle))
+    })
+}
+
 /// A string argument: `None` for NULL; bad UTF-8 is an error.
 ///
 /// # Safety

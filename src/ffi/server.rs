@@ -10,35 +10,11 @@ use socket2::{Socket, Type};
 
 use super::config::{snapshot, sslconfig};
 use super::events::{callback_for, sslserver_callback};
-use super::{call, call_or, copy_out, put, share, text, CallResult, Failure};
+use super::{call_or, copy_out, put, read_handle, share, text, with_handle, Failure};
 use super::{sslserver_result, RawEventKind};
 use crate::connection::Connection;
 use crate::server::{Server, WaitOutcome};
 use crate::types::{EventKind, SocketError};
-
-/// Runs `body` with a reference to the server behind `server`, held for the
-/// whole call (so `sslserver_free` on another thread cannot free it early).
-fn with_server(
-    server: *const Server,
-    body: impl FnOnce(&Server) -> CallResult,
-) -> sslserver_result {
-    call(|| {
-        // SAFETY: the C caller passes NULL or a live handle from sslserver_new.
-        let server = unsafe { share(server) }.ok_or_else(|| Failure::null("server"))?;
-        body(&server)
-    })
-}
-
-/// A getter's value, `fallback` for NULL.
-fn read_server<T>(server: *const Server, fallback: T, body: impl FnOnce(&Server) -> T) -> T
-where
-    T: Copy,
-{
-    call_or(fallback, || {
-        // SAFETY: the C caller passes NULL or a live handle from sslserver_new.
-        unsafe { share(server) }.map_or(fallback, |s| body(&s))
-    })
-}
 
 /// `msecs` as a wait: -1 is forever, other negatives are invalid.
 fn wait_time(msecs: c_int) -> Result<Option<Duration>, Failure> {
@@ -84,7 +60,7 @@ pub extern "C" fn sslserver_set_config(
     server: *mut Server,
     cfg: *const sslconfig,
 ) -> sslserver_result {
-    with_server(server, |s| {
+    with_handle(server, "server", |s| {
         let config = snapshot(cfg)?;
         Ok(s.set_config(&config)?)
     })
@@ -97,13 +73,13 @@ pub extern "C" fn sslserver_set_handshake_timeout(
     server: *mut Server,
     msecs: c_int,
 ) -> sslserver_result {
-    with_server(server, |s| Ok(s.set_handshake_timeout(msecs)?))
+    with_handle(server, "server", |s| Ok(s.set_handshake_timeout(msecs)?))
 }
 
 /// The handshake timeout in ms (-1 = none); 0 for NULL.
 #[no_mangle]
 pub extern "C" fn sslserver_handshake_timeout(server: *const Server) -> c_int {
-    read_server(server, 0, Server::handshake_timeout)
+    read_handle(server, 0, Server::handshake_timeout)
 }
 
 /// Bounds the queue of handshaken connections not yet taken (default 30,
@@ -113,13 +89,13 @@ pub extern "C" fn sslserver_set_max_pending_connections(
     server: *mut Server,
     n: c_int,
 ) -> sslserver_result {
-    with_server(server, |s| Ok(s.set_max_pending_connections(n)?))
+    with_handle(server, "server", |s| Ok(s.set_max_pending_connections(n)?))
 }
 
 /// The queue bound; 0 for NULL.
 #[no_mangle]
 pub extern "C" fn sslserver_max_pending_connections(server: *const Server) -> c_int {
-    read_server(server, 0, Server::max_pending_connections)
+    read_handle(server, 0, Server::max_pending_connections)
 }
 
 /// Bounds the handshakes in flight (default 1024, at least 1), so silent
@@ -129,13 +105,17 @@ pub extern "C" fn sslserver_set_max_concurrent_handshakes(
     server: *mut Server,
     n: c_int,
 ) -> sslserver_result {
-    with_server(server, |s| Ok(s.set_max_concurrent_handshakes(n)?))
+    with_handle(
+        server,
+        "server",
+        |s| Ok(s.set_max_concurrent_handshakes(n)?),
+    )
 }
 
 /// The handshake bound; 0 for NULL.
 #[no_mangle]
 pub extern "C" fn sslserver_max_concurrent_handshakes(server: *const Server) -> c_int {
-    read_server(server, 0, Server::max_concurrent_handshakes)
+    read_handle(server, 0, Server::max_concurrent_handshakes)
 }
 
 /// The kernel's listen backlog for the next sslserver_listen (default 50).
@@ -144,13 +124,13 @@ pub extern "C" fn sslserver_set_listen_backlog_size(
     server: *mut Server,
     n: c_int,
 ) -> sslserver_result {
-    with_server(server, |s| Ok(s.set_listen_backlog_size(n)?))
+    with_handle(server, "server", |s| Ok(s.set_listen_backlog_size(n)?))
 }
 
 /// The listen backlog; 0 for NULL.
 #[no_mangle]
 pub extern "C" fn sslserver_listen_backlog_size(server: *const Server) -> c_int {
-    read_server(server, 0, Server::listen_backlog_size)
+    read_handle(server, 0, Server::listen_backlog_size)
 }
 
 /// Listens on `address` (NULL or "" = every address, dual-stack where
@@ -163,7 +143,7 @@ pub extern "C" fn sslserver_listen(
     address: *const c_char,
     port: u16,
 ) -> sslserver_result {
-    with_server(server, |s| {
+    with_handle(server, "server", |s| {
         // SAFETY: the caller passes a NUL-terminated string or NULL.
         let address = unsafe { text(address, "address") }?;
         Ok(s.listen(address, port)?)
@@ -178,7 +158,7 @@ pub extern "C" fn sslserver_set_socket_descriptor(
     server: *mut Server,
     listening_fd: c_int,
 ) -> sslserver_result {
-    with_server(server, |s| {
+    with_handle(server, "server", |s| {
         if listening_fd < 0 {
             return Err(Failure::invalid("listening_fd must be a descriptor (>= 0)"));
         }
@@ -212,19 +192,19 @@ pub extern "C" fn sslserver_set_socket_descriptor(
 /// The listening descriptor (the adopted one if adopted); -1 when not listening.
 #[no_mangle]
 pub extern "C" fn sslserver_socket_descriptor(server: *const Server) -> c_int {
-    read_server(server, -1, Server::socket_descriptor)
+    read_handle(server, -1, Server::socket_descriptor)
 }
 
 /// Whether the server is listening; false for NULL.
 #[no_mangle]
 pub extern "C" fn sslserver_is_listening(server: *const Server) -> bool {
-    read_server(server, false, Server::is_listening)
+    read_handle(server, false, Server::is_listening)
 }
 
 /// The listening port; 0 when not listening.
 #[no_mangle]
 pub extern "C" fn sslserver_server_port(server: *const Server) -> u16 {
-    read_server(server, 0, |s| s.local_addr().map_or(0, |a| a.port()))
+    read_handle(server, 0, |s| s.local_addr().map_or(0, |a| a.port()))
 }
 
 /// The listening address, e.g. "127.0.0.1" or "::" (string-out convention).
@@ -236,7 +216,7 @@ pub extern "C" fn sslserver_server_address(
     len: usize,
     out_n: *mut usize,
 ) -> sslserver_result {
-    with_server(server, |s| {
+    with_handle(server, "server", |s| {
         let addr = s.local_addr().ok_or_else(|| {
             Failure::from(crate::Error::invalid_state("the server is not listening"))
         })?;
@@ -251,25 +231,25 @@ pub extern "C" fn sslserver_server_address(
 /// any thread and from callbacks. sslserver_listen may be called again.
 #[no_mangle]
 pub extern "C" fn sslserver_close(server: *mut Server) {
-    read_server(server, (), Server::close)
+    read_handle(server, (), Server::close)
 }
 
 /// Stops accepting; new clients wait in the kernel backlog.
 #[no_mangle]
 pub extern "C" fn sslserver_pause_accepting(server: *mut Server) {
-    read_server(server, (), Server::pause_accepting)
+    read_handle(server, (), Server::pause_accepting)
 }
 
 /// Accepts again after sslserver_pause_accepting.
 #[no_mangle]
 pub extern "C" fn sslserver_resume_accepting(server: *mut Server) {
-    read_server(server, (), Server::resume_accepting)
+    read_handle(server, (), Server::resume_accepting)
 }
 
 /// Whether a handshaken connection is waiting in the queue.
 #[no_mangle]
 pub extern "C" fn sslserver_has_pending_connections(server: *const Server) -> bool {
-    read_server(server, false, Server::has_pending_connections)
+    read_handle(server, false, Server::has_pending_connections)
 }
 
 /// Takes the oldest handshaken connection from the queue; NULL when it is
@@ -318,7 +298,7 @@ pub extern "C" fn sslserver_wait_for_new_connection(
 /// The last server-level error (listen, accept); UNKNOWN when none.
 #[no_mangle]
 pub extern "C" fn sslserver_server_error(server: *const Server) -> SocketError {
-    read_server(server, SocketError::Unknown, |s| s.server_error().0)
+    read_handle(server, SocketError::Unknown, |s| s.server_error().0)
 }
 
 /// The text of the last server-level error (string-out convention).
@@ -329,7 +309,7 @@ pub extern "C" fn sslserver_error_string(
     len: usize,
     out_n: *mut usize,
 ) -> sslserver_result {
-    with_server(server, |s| {
+    with_handle(server, "server", |s| {
         let text = s.server_error().1;
         // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
         unsafe { copy_out(&text, buf, len, out_n) }
@@ -349,7 +329,7 @@ pub extern "C" fn sslserver_register_callback(
     cb: sslserver_callback,
     userdata: *mut c_void,
 ) -> sslserver_result {
-    with_server(server, |s| {
+    with_handle(server, "server", |s| {
         let kind = EventKind::from_raw(kind)
             .ok_or_else(|| Failure::invalid(format!("{kind} is not an event kind")))?;
         if kind == EventKind::PreSharedKeyAuthenticationRequired {

@@ -4,35 +4,9 @@ use std::ffi::{c_char, c_int};
 use std::sync::Arc;
 
 use super::sslserver_result;
-use super::{call, call_or, copy_out, put, share, CallResult, Failure};
+use super::{call, call_or, copy_out, put, read_handle, with_handle, Failure};
 use crate::connection::Connection;
 use crate::types::{Protocol, SocketError, SocketState, SslErrorCode};
-
-/// Runs `body` with a reference to the connection held for the whole call,
-/// so sslsocket_free on another thread wakes the call instead of freeing it.
-fn with_socket(
-    s: *const Connection,
-    body: impl FnOnce(&Connection) -> CallResult,
-) -> sslserver_result {
-    call(|| {
-        // SAFETY: the C caller passes NULL or a live sslsocket (from
-        // sslserver_next_pending_connection or an event).
-        let s = unsafe { share(s) }.ok_or_else(|| Failure::null("s"))?;
-        body(&s)
-    })
-}
-
-/// A getter's value, `fallback` for NULL.
-fn read_socket<T: Copy>(
-    s: *const Connection,
-    fallback: T,
-    body: impl FnOnce(&Connection) -> T,
-) -> T {
-    call_or(fallback, || {
-        // SAFETY: the C caller passes NULL or a live sslsocket.
-        unsafe { share(s) }.map_or(fallback, |s| body(&s))
-    })
-}
 
 /// Client mode (QSslSocket::connectToHostEncrypted): resolves `host`,
 /// connects to `port` (IPv4 or IPv6) and performs the TLS handshake, all
@@ -91,7 +65,7 @@ pub extern "C" fn sslsocket_read(
     len: usize,
     out_n: *mut usize,
 ) -> sslserver_result {
-    with_socket(s, |s| {
+    with_handle(s, "s", |s| {
         if buf.is_null() || out_n.is_null() {
             return Err(Failure::null(if buf.is_null() { "buf" } else { "out_n" }));
         }
@@ -112,7 +86,7 @@ pub extern "C" fn sslsocket_write(
     len: usize,
     out_n: *mut usize,
 ) -> sslserver_result {
-    with_socket(s, |s| {
+    with_handle(s, "s", |s| {
         // SAFETY: the caller passes `len` readable bytes at `buf`.
         let data = unsafe { super::bytes(buf, len, "buf") }?;
         let n = s.write(data)?;
@@ -128,7 +102,7 @@ pub extern "C" fn sslsocket_write(
 /// timeout, when the connection ends, and for NULL.
 #[no_mangle]
 pub extern "C" fn sslsocket_wait_for_ready_read(s: *mut Connection, msecs: c_int) -> bool {
-    read_socket(s, false, |s| {
+    read_handle(s, false, |s| {
         let timeout = match u64::try_from(msecs) {
             Ok(ms) => Some(std::time::Duration::from_millis(ms)),
             Err(_) if msecs == -1 => None,
@@ -141,25 +115,25 @@ pub extern "C" fn sslsocket_wait_for_ready_read(s: *mut Connection, msecs: c_int
 /// Decrypted bytes that sslsocket_read returns without blocking.
 #[no_mangle]
 pub extern "C" fn sslsocket_bytes_available(s: *const Connection) -> usize {
-    read_socket(s, 0, Connection::bytes_available)
+    read_handle(s, 0, Connection::bytes_available)
 }
 
 /// Whether the handshake completed and the connection is still open.
 #[no_mangle]
 pub extern "C" fn sslsocket_is_encrypted(s: *const Connection) -> bool {
-    read_socket(s, false, Connection::is_encrypted)
+    read_handle(s, false, Connection::is_encrypted)
 }
 
 /// CONNECTED while open both ways, UNCONNECTED once either side closed.
 #[no_mangle]
 pub extern "C" fn sslsocket_state(s: *const Connection) -> SocketState {
-    read_socket(s, SocketState::Unconnected, Connection::state)
+    read_handle(s, SocketState::Unconnected, Connection::state)
 }
 
 /// The last error of the connection; UNKNOWN when there has been none.
 #[no_mangle]
 pub extern "C" fn sslsocket_error(s: *const Connection) -> SocketError {
-    read_socket(s, SocketError::Unknown, |s| s.error().0)
+    read_handle(s, SocketError::Unknown, |s| s.error().0)
 }
 
 /// The text of the last error (string-out convention; "" when none).
@@ -170,7 +144,7 @@ pub extern "C" fn sslsocket_error_string(
     len: usize,
     out_n: *mut usize,
 ) -> sslserver_result {
-    with_socket(s, |s| {
+    with_handle(s, "s", |s| {
         let text = s.error().1;
         // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
         unsafe { copy_out(&text, buf, len, out_n) }
@@ -186,7 +160,7 @@ pub extern "C" fn sslsocket_peer_address(
     len: usize,
     out_n: *mut usize,
 ) -> sslserver_result {
-    with_socket(s, |s| {
+    with_handle(s, "s", |s| {
         let address = s.peer_addr().ip().to_string();
         // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
         unsafe { copy_out(&address, buf, len, out_n) }
@@ -196,20 +170,20 @@ pub extern "C" fn sslsocket_peer_address(
 /// The peer's port; 0 for NULL.
 #[no_mangle]
 pub extern "C" fn sslsocket_peer_port(s: *const Connection) -> u16 {
-    read_socket(s, 0, |s| s.peer_addr().port())
+    read_handle(s, 0, |s| s.peer_addr().port())
 }
 
 /// The local port of the connection; 0 for NULL.
 #[no_mangle]
 pub extern "C" fn sslsocket_local_port(s: *const Connection) -> u16 {
-    read_socket(s, 0, |s| s.local_addr().port())
+    read_handle(s, 0, |s| s.local_addr().port())
 }
 
 /// The negotiated version (TLS_V1_2 or TLS_V1_3); UNKNOWN before the
 /// handshake completes.
 #[no_mangle]
 pub extern "C" fn sslsocket_session_protocol(s: *const Connection) -> Protocol {
-    read_socket(s, Protocol::Unknown, |s| {
+    read_handle(s, Protocol::Unknown, |s| {
         s.session().map_or(Protocol::Unknown, |i| i.protocol)
     })
 }
@@ -223,7 +197,7 @@ pub extern "C" fn sslsocket_session_cipher(
     len: usize,
     out_n: *mut usize,
 ) -> sslserver_result {
-    with_socket(s, |s| {
+    with_handle(s, "s", |s| {
         let cipher = s
             .session()
             .map(|i| i.cipher.clone())
@@ -243,7 +217,7 @@ fn not_handshaken() -> Failure {
 /// connection with the same sslconfig was accepted).
 #[no_mangle]
 pub extern "C" fn sslsocket_session_resumed(s: *const Connection) -> bool {
-    read_socket(s, false, |s| s.session().is_some_and(|i| i.resumed))
+    read_handle(s, false, |s| s.session().is_some_and(|i| i.resumed))
 }
 
 /// The subject of the peer's certificate, e.g. "CN=localhost"
@@ -255,7 +229,7 @@ pub extern "C" fn sslsocket_peer_certificate_subject(
     len: usize,
     out_n: *mut usize,
 ) -> sslserver_result {
-    with_socket(s, |s| {
+    with_handle(s, "s", |s| {
         let subject = s.peer_certificate_subject().ok_or_else(|| {
             Failure::from(crate::Error::invalid_state("the peer sent no certificate"))
         })?;
@@ -267,7 +241,7 @@ pub extern "C" fn sslsocket_peer_certificate_subject(
 /// How many certificates the peer presented (0 if none).
 #[no_mangle]
 pub extern "C" fn sslsocket_peer_certificate_chain_length(s: *const Connection) -> usize {
-    read_socket(s, 0, |s| s.peer_certificate_chain().len())
+    read_handle(s, 0, |s| s.peer_certificate_chain().len())
 }
 
 /// The DER bytes of certificate `index` of the peer's chain (0 is the
@@ -313,7 +287,7 @@ pub extern "C" fn sslsocket_alpn_protocol(
     len: usize,
     out_n: *mut usize,
 ) -> sslserver_result {
-    with_socket(s, |s| {
+    with_handle(s, "s", |s| {
         let info = s.session().ok_or_else(not_handshaken)?;
         let alpn =
             String::from_utf8_lossy(info.alpn_protocol.as_deref().unwrap_or_default()).into_owned();
@@ -331,7 +305,7 @@ pub extern "C" fn sslsocket_server_name(
     len: usize,
     out_n: *mut usize,
 ) -> sslserver_result {
-    with_socket(s, |s| {
+    with_handle(s, "s", |s| {
         let info = s.session().ok_or_else(not_handshaken)?;
         let name = info.server_name.clone().unwrap_or_default();
         // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
@@ -342,7 +316,7 @@ pub extern "C" fn sslsocket_server_name(
 /// How many certificate errors the handshake found.
 #[no_mangle]
 pub extern "C" fn sslsocket_ssl_handshake_error_count(s: *const Connection) -> usize {
-    read_socket(s, 0, |s| s.ssl_handshake_errors().len())
+    read_handle(s, 0, |s| s.ssl_handshake_errors().len())
 }
 
 /// Certificate error `index` of the handshake; NONE when out of range.
@@ -351,7 +325,7 @@ pub extern "C" fn sslsocket_ssl_handshake_error(
     s: *const Connection,
     index: usize,
 ) -> SslErrorCode {
-    read_socket(s, SslErrorCode::None, |s| {
+    read_handle(s, SslErrorCode::None, |s| {
         s.ssl_handshake_errors()
             .get(index)
             .copied()
@@ -364,27 +338,27 @@ pub extern "C" fn sslsocket_ssl_handshake_error(
 /// lets a VERIFY_PEER handshake without a client certificate go on.
 #[no_mangle]
 pub extern "C" fn sslsocket_ignore_ssl_errors(s: *mut Connection) {
-    read_socket(s, (), Connection::ignore_ssl_errors)
+    read_handle(s, (), Connection::ignore_ssl_errors)
 }
 
 /// From HANDSHAKE_INTERRUPTED_ON_ERROR: go on with the handshake.
 #[no_mangle]
 pub extern "C" fn sslsocket_continue_interrupted_handshake(s: *mut Connection) {
-    read_socket(s, (), Connection::continue_interrupted_handshake)
+    read_handle(s, (), Connection::continue_interrupted_handshake)
 }
 
 /// Sends close_notify, flushes and closes the write side. Data the client
 /// still sends can be read until it closes. Calling it again does nothing.
 #[no_mangle]
 pub extern "C" fn sslsocket_disconnect_from_host(s: *mut Connection) -> sslserver_result {
-    with_socket(s, |s| Ok(s.disconnect_from_host()?))
+    with_handle(s, "s", |s| Ok(s.disconnect_from_host()?))
 }
 
 /// Closes at once, discarding unsent data; blocked reads and writes on other
 /// threads return SSLSERVER_ERROR_CLOSED.
 #[no_mangle]
 pub extern "C" fn sslsocket_abort(s: *mut Connection) {
-    read_socket(s, (), Connection::abort)
+    read_handle(s, (), Connection::abort)
 }
 
 /// Disconnects gracefully if still open (close_notify), then frees the
