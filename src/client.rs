@@ -1,7 +1,7 @@
 //! Client mode (`QSslSocket::connectToHostEncrypted`): the same connection
 //! type the server hands out, from the other end. Resolving, connecting and
-//! the handshake share one deadline; afterwards the connection has its own
-//! reader thread, exactly like an accepted one.
+//! the handshake share one deadline; afterwards the connection is read and
+//! written by the application's threads, exactly like an accepted one.
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, OnceLock};
@@ -56,12 +56,6 @@ pub fn connect_encrypted(
     }
     connection.verification().set_errors(&errors);
     connection.install(tls, Some(name.to_string()));
-    connection.start_reader().map_err(|e| {
-        Error::new(
-            ErrorKind::Io,
-            format!("cannot start the reader thread: {e}"),
-        )
-    })?;
     Ok(connection)
 }
 

@@ -1,13 +1,15 @@
 //! One accepted connection (`QSslSocket` in server mode).
 //!
-//! The connection's own thread performs the handshake and then stays on as
-//! its reader: it waits for bytes without holding any lock, decrypts them
-//! under the lock, and wakes readers, so data and the peer's close are noticed
-//! without the application polling. Application threads read decrypted bytes
-//! and write through rustls under the same lock, but never hold it across a
-//! blocking socket call: a writer blocked on a full socket must not stop the
-//! reader from draining the other direction (that deadlocks a client that
-//! writes a lot before it reads).
+//! A library thread performs the handshake; after it, no library thread
+//! works for the connection: the application's own threads do its socket
+//! I/O, as with a blocking OpenSSL socket. A thread that wants plaintext and
+//! finds none receives from the socket itself, so no thread hand-off stands
+//! between the kernel and the reader (bench/analysis.md measures what the
+//! hand-off cost). One thread at a time receives (the one holding the
+//! inbox), and rustls is only touched under the I/O lock, never held across
+//! a blocking call. A writer sends holding only the send lock, so a thread
+//! blocked writing to a peer that does not read never stops another thread
+//! from reading.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -15,13 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard};
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::RecvFlags;
 use rustls::pki_types::CertificateDer;
 
 use crate::error::{os_reason, Error, ErrorKind, Result};
 use crate::events::SslError;
 use crate::types::{Protocol, SocketError, SocketState, SslErrorCode};
-use crate::workers::{Stage, WorkState};
+use crate::workers::WorkState;
 
 /// How long freeing a connection waits for its close_notify to leave.
 const RELEASE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -30,16 +35,18 @@ const RELEASE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// `sslsocket_write` does not build one huge buffer.
 const WRITE_BATCH: usize = 256 * 1024;
 
-/// The reader decrypts ahead of the application while rustls holds at most
-/// this much plaintext (rustls's own limit: above it, `read_tls` refuses),
-/// so the next record is ready when the application reads again.
-const READ_AHEAD: usize = 16 * 1024;
-
 /// Room for a record's framing and AEAD tag: 5 + 16 bytes in TLS 1.3
 /// (+1 content type), 5 + 8 + 16 in TLS 1.2.
 const RECORD_OVERHEAD: usize = 64;
 /// The largest plaintext fragment rustls puts in one record.
 const MAX_FRAGMENT: usize = 16 * 1024;
+
+/// Ciphertext is handed to rustls only while it holds at most this much
+/// plaintext: rustls's own limit, above which `read_tls` refuses.
+const PLAINTEXT_LIMIT: usize = 16 * 1024;
+
+/// One receive takes up to two full records from the kernel.
+const RECEIVE_SIZE: usize = 2 * (MAX_FRAGMENT + RECORD_OVERHEAD);
 
 /// What was negotiated, fixed once the handshake completes.
 #[derive(Clone, Debug)]
@@ -172,6 +179,128 @@ impl Io {
         self.error = error;
         self.error_text = text.into();
     }
+
+    /// Hands received ciphertext to rustls and decrypts it, while rustls has
+    /// room for the plaintext; what does not fit stays in the inbox.
+    fn take_in(&mut self, inbox: &mut Inbox) {
+        while self.input == Input::Open && self.plaintext <= PLAINTEXT_LIMIT && !inbox.is_empty() {
+            let Some(tls) = self.tls.as_mut() else {
+                return;
+            };
+            match tls.read_tls(&mut inbox.pending()) {
+                // rustls takes nothing after the peer's close_notify.
+                Ok(0) => inbox.consume(inbox.pending().len()),
+                Ok(n) => inbox.consume(n),
+                Err(e) => {
+                    self.input = Input::Failed;
+                    self.fail(SocketError::SslInternal, format!("TLS error: {e}"));
+                    return;
+                }
+            }
+            let state = tls.process_new_packets();
+            self.absorb(state);
+        }
+        self.collect_outgoing();
+    }
+
+    /// What `read` returns once no plaintext is left: `None` while input may
+    /// still come.
+    fn end_of_read(&self) -> Option<Result<usize>> {
+        let end = match self.input {
+            Input::Open => return None,
+            Input::CloseNotify => Ok(0),
+            Input::Eof => Err(Error::new(
+                ErrorKind::Closed,
+                "the peer closed the connection without close_notify",
+            )),
+            Input::Reset => Err(Error::new(ErrorKind::Closed, self.error_text.clone())),
+            Input::Failed if self.error == SocketError::SslInternal => {
+                Err(Error::new(ErrorKind::Tls, self.error_text.clone()))
+            }
+            Input::Failed => Err(Error::new(ErrorKind::Io, self.error_text.clone())),
+            Input::Closed => Err(Error::new(ErrorKind::Closed, "the connection is closed")),
+        };
+        Some(end)
+    }
+
+    fn end_of_input(&mut self) {
+        if self.input != Input::Open {
+            return;
+        }
+        self.input = if self.peer_closed {
+            Input::CloseNotify
+        } else {
+            Input::Eof
+        };
+        self.fail(
+            SocketError::RemoteHostClosed,
+            "the remote host closed the connection",
+        );
+    }
+
+    fn input_failed(&mut self, err: &io::Error) {
+        if self.input != Input::Open {
+            return;
+        }
+        let reset = matches!(
+            err.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+        );
+        if reset {
+            self.input = Input::Reset;
+            self.fail(
+                SocketError::RemoteHostClosed,
+                format!("the peer reset the connection ({})", os_reason(err)),
+            );
+        } else {
+            self.input = Input::Failed;
+            self.fail(SocketError::Network, os_reason(err));
+        }
+    }
+}
+
+/// Ciphertext received from the socket that rustls has not taken yet.
+/// Whoever holds its lock is the one thread receiving.
+#[derive(Default)]
+struct Inbox {
+    bytes: Vec<u8>,
+    taken: usize,
+}
+
+impl Inbox {
+    fn pending(&self) -> &[u8] {
+        &self.bytes[self.taken..]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.taken == self.bytes.len()
+    }
+
+    /// Receives into a fresh buffer; `Ok(0)` is the end of the stream.
+    fn fill(&mut self, stream: &TcpStream, flags: RecvFlags) -> rustix::io::Result<usize> {
+        self.bytes.clear();
+        self.taken = 0;
+        self.bytes.reserve_exact(RECEIVE_SIZE);
+        // Receives into the spare capacity: nothing is zeroed first.
+        let spare = rustix::buffer::spare_capacity(&mut self.bytes);
+        rustix::net::recv(stream, spare, flags).map(|(n, _)| n)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.taken += n;
+        if self.is_empty() {
+            // An idle connection keeps no receive buffer.
+            *self = Inbox::default();
+        }
+    }
+}
+
+/// How long `Connection::receive` may wait for the socket.
+#[derive(Clone, Copy)]
+enum Wait {
+    Never,
+    Until(Instant),
+    Forever,
 }
 
 /// An encrypted TLS connection: one a server accepted (from
@@ -187,13 +316,10 @@ pub struct Connection {
     verification: Verification,
     session: OnceLock<SessionInfo>,
     io: Mutex<Io>,
-    /// Plaintext, the end of input, or an error arrived.
-    readable: Condvar,
-    /// The application consumed plaintext (the reader may read on).
-    drained: Condvar,
+    inbox: Mutex<Inbox>,
     /// Held by whoever sends `Io::outgoing`, so records leave in order.
     send: Mutex<()>,
-    /// The library thread working for this connection (handshake, reader).
+    /// The library thread performing the handshake.
     work: Arc<WorkState>,
 }
 
@@ -225,8 +351,7 @@ impl Connection {
                 error: SocketError::Unknown,
                 error_text: String::new(),
             }),
-            readable: Condvar::new(),
-            drained: Condvar::new(),
+            inbox: Mutex::default(),
             send: Mutex::new(()),
             work: Arc::default(),
         }
@@ -242,7 +367,7 @@ impl Connection {
 
     /// Runs `job` (the handshake) on a library thread.
     pub(crate) fn start_handshake(&self, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        self.work.start(Stage::Handshake, job)
+        self.work.start(job)
     }
 
     /// Waits until the library thread is done with this connection, unless
@@ -273,6 +398,8 @@ impl Connection {
     }
 
     pub fn state(&self) -> SocketState {
+        // The peer's close may be waiting on the socket.
+        self.receive(Wait::Never);
         let io = self.io.lock();
         if io.input == Input::Open && !io.output_closed {
             SocketState::Connected
@@ -362,8 +489,10 @@ impl Connection {
         io.absorb(state);
     }
 
-    /// Decrypted bytes ready to read without blocking.
+    /// Decrypted bytes ready to read without blocking: what was decrypted
+    /// before, or else what has arrived on the socket by now.
     pub fn bytes_available(&self) -> usize {
+        self.receive(Wait::Never);
         self.io.lock().plaintext
     }
 
@@ -373,58 +502,106 @@ impl Connection {
         if buf.is_empty() {
             return Err(Error::invalid_argument("the buffer length must not be 0"));
         }
-        let mut io = self.io.lock();
-        if io.tls.is_none() {
-            return Err(Error::invalid_state("the TLS handshake has not completed"));
-        }
         loop {
-            if io.plaintext > 0 {
-                let n = take_plaintext(&mut io, buf);
-                self.drained.notify_one();
-                return Ok(n);
-            }
-            match io.input {
-                Input::Open => self.readable.wait(&mut io),
-                Input::CloseNotify => return Ok(0),
-                Input::Eof => {
-                    return Err(Error::new(
-                        ErrorKind::Closed,
-                        "the peer closed the connection without close_notify",
-                    ))
+            {
+                let mut io = self.io.lock();
+                if io.tls.is_none() {
+                    return Err(Error::invalid_state("the TLS handshake has not completed"));
                 }
-                Input::Reset => return Err(Error::new(ErrorKind::Closed, io.error_text.clone())),
-                Input::Failed if io.error == SocketError::SslInternal => {
-                    return Err(Error::new(ErrorKind::Tls, io.error_text.clone()))
+                if io.plaintext > 0 {
+                    return Ok(take_plaintext(&mut io, buf));
                 }
-                Input::Failed => return Err(Error::new(ErrorKind::Io, io.error_text.clone())),
-                Input::Closed => {
-                    return Err(Error::new(ErrorKind::Closed, "the connection is closed"))
+                if let Some(end) = io.end_of_read() {
+                    return end;
                 }
             }
+            self.receive(Wait::Forever);
         }
     }
 
     /// Waits until plaintext is available (true), or the timeout passes or no
     /// more data can come (false). `None` waits forever.
     pub fn wait_for_ready_read(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut io = self.io.lock();
+        let wait = match timeout {
+            None => Wait::Forever,
+            Some(timeout) => Wait::Until(Instant::now() + timeout),
+        };
         loop {
-            if io.plaintext > 0 {
-                return true;
-            }
-            if io.input != Input::Open || io.tls.is_none() {
-                return false;
-            }
-            match deadline {
-                None => self.readable.wait(&mut io),
-                Some(deadline) => {
-                    if self.readable.wait_until(&mut io, deadline).timed_out() {
-                        return io.plaintext > 0;
-                    }
+            {
+                let io = self.io.lock();
+                if io.plaintext > 0 {
+                    return true;
+                }
+                if io.input != Input::Open || io.tls.is_none() {
+                    return false;
                 }
             }
+            if !self.receive(wait) {
+                return self.io.lock().plaintext > 0;
+            }
         }
+    }
+
+    /// Brings in input: the ciphertext left in the inbox, or else what the
+    /// socket delivers within `wait`, decrypted. False if `wait` ended with
+    /// nothing received; true if there may be news (plaintext, the end of
+    /// input), which the caller looks for under the I/O lock. A waiting
+    /// receive returns as soon as there is plaintext; `Wait::Never` adds what
+    /// has arrived to what there is.
+    fn receive(&self, wait: Wait) -> bool {
+        let inbox = match wait {
+            Wait::Forever => Some(self.inbox.lock()),
+            Wait::Until(deadline) => self.inbox.try_lock_until(deadline),
+            Wait::Never => self.inbox.try_lock(),
+        };
+        let Some(mut inbox) = inbox else {
+            return false;
+        };
+        {
+            // Another thread may have received while this one waited for the
+            // inbox; during the handshake the socket is the handshake's.
+            let io = self.io.lock();
+            let enough = match wait {
+                Wait::Never => io.plaintext > PLAINTEXT_LIMIT,
+                Wait::Until(_) | Wait::Forever => io.plaintext > 0,
+            };
+            if enough || io.input != Input::Open || io.tls.is_none() {
+                return true;
+            }
+        }
+        let received = if inbox.is_empty() {
+            if let Wait::Until(deadline) = wait {
+                if !wait_readable(&self.stream, deadline) {
+                    return false;
+                }
+            }
+            let flags = match wait {
+                Wait::Forever => RecvFlags::empty(),
+                Wait::Until(_) | Wait::Never => RecvFlags::DONTWAIT,
+            };
+            Some(inbox.fill(&self.stream, flags))
+        } else {
+            None
+        };
+        let mut io = self.io.lock();
+        match received {
+            Some(Ok(0)) => io.end_of_input(),
+            Some(Ok(_)) | None => io.take_in(&mut inbox),
+            Some(Err(Errno::INTR)) => {}
+            Some(Err(Errno::AGAIN)) => return !matches!(wait, Wait::Never),
+            Some(Err(e)) => io.input_failed(&e.into()),
+        }
+        let replies = !io.outgoing.is_empty();
+        drop(io);
+        drop(inbox);
+        if replies {
+            // Protocol replies (e.g. to a KeyUpdate). If a writer holds the
+            // send lock, it sends these after its own records.
+            if let Some(send) = self.send.try_lock() {
+                let _ = self.flush_outgoing(send);
+            }
+        }
+        true
     }
 
     /// Encrypts and sends all of `data`; blocks until the kernel has it.
@@ -483,7 +660,6 @@ impl Connection {
         }
         let flushed = self.flush_outgoing(send);
         let _ = self.stream.shutdown(Shutdown::Write);
-        self.readable.notify_all();
         flushed
     }
 
@@ -496,13 +672,12 @@ impl Connection {
             }
             io.output_closed = true;
         }
+        // Wakes a thread blocked receiving or sending on the socket.
         let _ = self.stream.shutdown(Shutdown::Both);
-        self.readable.notify_all();
-        self.drained.notify_all();
     }
 
     /// The application lets go of the connection (`sslsocket_free`): a
-    /// graceful close if it is still open, then the reader thread ends.
+    /// graceful close if it is still open.
     ///
     /// It never blocks for long: if another thread is in the middle of a
     /// write, or the peer stops reading, the connection is closed without
@@ -515,104 +690,6 @@ impl Connection {
             }
         }
         self.abort();
-    }
-
-    /// Runs the reader loop on a reader thread. Called by the handshake's
-    /// thread, it hands the connection over; `wait_for_work` then waits for
-    /// the reader.
-    pub(crate) fn start_reader(self: &Arc<Self>) -> io::Result<()> {
-        let connection = self.clone();
-        self.work
-            .start(Stage::Reader, move || connection.run_reader())
-    }
-
-    /// The reader loop, run after the handshake until no more input can come.
-    pub(crate) fn run_reader(&self) {
-        loop {
-            {
-                let mut io = self.io.lock();
-                while io.plaintext > READ_AHEAD && io.input == Input::Open {
-                    self.drained.wait(&mut io);
-                }
-                if io.input != Input::Open {
-                    return;
-                }
-            }
-            // Wait for bytes with no lock held; only this thread reads the
-            // socket, so once peek sees data, read_tls will not block.
-            let ready = self.stream.peek(&mut [0u8; 1]);
-            let mut io = self.io.lock();
-            match ready {
-                Ok(0) => self.end_of_input(&mut io),
-                Ok(_) => self.receive(&mut io),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => self.input_failed(&mut io, &e),
-            }
-            let has_outgoing = !io.outgoing.is_empty();
-            drop(io);
-            self.readable.notify_all();
-            if has_outgoing {
-                // Protocol replies (e.g. to a KeyUpdate). If a writer holds
-                // the send lock it sends these after its own records.
-                if let Some(send) = self.send.try_lock() {
-                    let _ = self.flush_outgoing(send);
-                }
-            }
-        }
-    }
-
-    fn receive(&self, io: &mut Io) {
-        if io.input != Input::Open {
-            return;
-        }
-        let tls = io
-            .tls
-            .as_mut()
-            .expect("the reader runs after the handshake");
-        match tls.read_tls(&mut &self.stream) {
-            Ok(0) => return self.end_of_input(io),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
-            Err(e) => return self.input_failed(io, &e),
-        }
-        let state = tls.process_new_packets();
-        io.absorb(state);
-        io.collect_outgoing();
-    }
-
-    fn end_of_input(&self, io: &mut Io) {
-        if io.input != Input::Open {
-            return;
-        }
-        io.input = if io.peer_closed {
-            Input::CloseNotify
-        } else {
-            Input::Eof
-        };
-        io.fail(
-            SocketError::RemoteHostClosed,
-            "the remote host closed the connection",
-        );
-    }
-
-    fn input_failed(&self, io: &mut Io, err: &io::Error) {
-        if io.input != Input::Open {
-            return;
-        }
-        let reset = matches!(
-            err.kind(),
-            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-        );
-        if reset {
-            io.input = Input::Reset;
-            io.fail(
-                SocketError::RemoteHostClosed,
-                format!("the peer reset the connection ({})", os_reason(err)),
-            );
-        } else {
-            io.input = Input::Failed;
-            io.fail(SocketError::Network, os_reason(err));
-        }
     }
 
     /// Sends everything queued in `Io::outgoing`, then releases the send lock
@@ -653,6 +730,17 @@ impl Connection {
             Error::new(kind, text)
         })
     }
+}
+
+/// Waits until the socket has input, its end or an error (true), or until
+/// `deadline` (false).
+fn wait_readable(stream: &TcpStream, deadline: Instant) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    // Only a timeout beyond i64 seconds fails to convert: that is forever.
+    let timeout = Timespec::try_from(left).ok();
+    let mut fds = [PollFd::new(stream, PollFlags::IN)];
+    // An interrupted poll counts as ready: the caller looks and waits again.
+    !matches!(rustix::event::poll(&mut fds, timeout.as_ref()), Ok(0))
 }
 
 fn check_writable(io: &Io) -> Result<()> {

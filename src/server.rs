@@ -537,7 +537,7 @@ impl Session {
         })
     }
 
-    /// The handshake thread: handshake, queue, then the hand-off to a reader.
+    /// The handshake thread: handshake, queue, PENDING_CONNECTION_AVAILABLE.
     fn serve(&self, id: u64, connection: Arc<Connection>, deadline: HandshakeDeadline) {
         let tls = self.common.tls.lock().clone();
         let handshaken = match tls {
@@ -561,11 +561,6 @@ impl Session {
                     connection.peer_addr()
                 ))
         });
-        // The reader runs on a thread whose stack the handshake never
-        // deepened; if none can be started, this one reads.
-        if connection.start_reader().is_err() {
-            connection.run_reader();
-        }
     }
 
     fn forget(&self, id: u64) {

@@ -1,5 +1,4 @@
-//! The threads that run connections: handshake threads, and reader threads
-//! that take over once the handshake is done.
+//! The threads that run handshakes.
 //!
 //! A thread that has finished with one connection waits a little for the
 //! next instead of exiting. Starting and ending a thread costs more system
@@ -8,13 +7,9 @@
 //! aws-lc state warm. Idle threads exit after `IDLE_TIMEOUT`, so a burst of
 //! connections leaves no lasting cost.
 //!
-//! Handshakes and readers have separate pools because a handshake touches
-//! about 32 KiB of stack (rustls and aws-lc frames), and touched stack pages
-//! stay resident for the thread's life. The reader, which lives as long as
-//! its connection, only ever runs shallow code, so an idle connection costs
-//! a few KiB of stack, not 32.
-//!
-//! The pools are shared by every server and client connection in the process.
+//! Once encrypted, a connection needs no library thread (see
+//! `connection.rs`), so the pool holds about as many threads as there are
+//! handshakes in flight. It is shared by every server in the process.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,15 +28,6 @@ const THREAD_STACK_SIZE: usize = 256 * 1024;
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Job = Box<dyn FnOnce() + Send>;
-
-/// Which pool a job runs in.
-#[derive(Clone, Copy)]
-pub(crate) enum Stage {
-    /// The handshake (server) and its events.
-    Handshake,
-    /// The reader loop of an encrypted connection.
-    Reader,
-}
 
 struct Pool {
     thread_name: &'static str,
@@ -64,13 +50,9 @@ impl Pool {
         }
     }
 
-    fn of(stage: Stage) -> &'static Pool {
+    fn shared() -> &'static Pool {
         static HANDSHAKES: OnceLock<Pool> = OnceLock::new();
-        static READERS: OnceLock<Pool> = OnceLock::new();
-        match stage {
-            Stage::Handshake => HANDSHAKES.get_or_init(|| Pool::new("sslserver-conn")),
-            Stage::Reader => READERS.get_or_init(|| Pool::new("sslserver-read")),
-        }
+        HANDSHAKES.get_or_init(|| Pool::new("sslserver-conn"))
     }
 
     /// Runs `job` on an idle thread of this pool, or on a new one.
@@ -131,25 +113,18 @@ enum Work {
 }
 
 impl WorkState {
-    /// Runs `job` on a thread of `stage`'s pool; `wait` waits for it to end.
-    /// Called from the job running for the same connection, it hands the
-    /// connection over: `wait` then waits for the new job.
-    pub(crate) fn start(
-        self: &Arc<Self>,
-        stage: Stage,
-        job: impl FnOnce() + Send + 'static,
-    ) -> io::Result<()> {
-        let before = std::mem::replace(&mut *self.state.lock(), Work::Scheduled);
+    /// Runs `job` on a pool thread; `wait` waits for it to end.
+    pub(crate) fn start(self: &Arc<Self>, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        *self.state.lock() = Work::Scheduled;
         let work = self.clone();
-        let started = Pool::of(stage).run(Box::new(move || {
-            let me = thread::current().id();
-            *work.state.lock() = Work::Running(me);
+        let started = Pool::shared().run(Box::new(move || {
+            *work.state.lock() = Work::Running(thread::current().id());
             // Marks the work over even if the job panics.
-            let _finished = Finished(&work, me);
+            let _finished = Finished(&work);
             job();
         }));
         if started.is_err() {
-            *self.state.lock() = before;
+            *self.state.lock() = Work::None;
             self.finished.notify_all();
         }
         started
@@ -166,15 +141,12 @@ impl WorkState {
     }
 }
 
-/// Ends the work of thread `.1`, unless it handed the connection on.
-struct Finished<'a>(&'a WorkState, ThreadId);
+/// Marks the work over when dropped.
+struct Finished<'a>(&'a WorkState);
 
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
-        let mut state = self.0.state.lock();
-        if *state == Work::Running(self.1) {
-            *state = Work::None;
-            self.0.finished.notify_all();
-        }
+        *self.0.state.lock() = Work::None;
+        self.0.finished.notify_all();
     }
 }

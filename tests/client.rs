@@ -244,8 +244,8 @@ fn tls13_sessions_resume_across_connections() {
     let first =
         connect_encrypted("127.0.0.1", server.port, &config, Some("localhost"), 10_000).unwrap();
     assert!(!first.session().unwrap().resumed);
-    // The tickets arrive after the handshake; a round trip makes sure the
-    // reader has processed them.
+    // The tickets arrive after the handshake; the round trip's read takes
+    // them in.
     assert_eq!(reversed_line(&first, "abc"), "cba");
     first.release();
     let second =

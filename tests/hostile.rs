@@ -218,9 +218,9 @@ fn silent_partial_and_drip_feeding_clients_are_cut_at_the_deadline_while_good_on
 // ---------------------------------------------------------------------------
 // Floods
 
-/// The library's handshake and reader threads (working or idle in their pools).
+/// The library's handshake threads (working or idle in their pool).
 fn is_connection_thread(name: &str) -> bool {
-    name == "sslserver-conn" || name == "sslserver-read"
+    name == "sslserver-conn"
 }
 
 /// Waits until no connection thread of any server runs (tests that ran

@@ -479,6 +479,76 @@ fn peer_close_is_seen_without_polling() {
 }
 
 #[test]
+fn state_sees_the_peers_close_without_a_read() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    let conn = server.accept_one();
+    assert_eq!(conn.state(), sslserver::SocketState::Connected);
+    client.conn.send_close_notify();
+    client.flush().unwrap();
+    drop(client);
+    let deadline = Instant::now() + SOON;
+    while conn.state() == sslserver::SocketState::Connected {
+        assert!(Instant::now() < deadline, "the close was never seen");
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!conn.is_encrypted());
+    assert_eq!(conn.read(&mut [0u8; 8]).unwrap(), 0);
+}
+
+#[test]
+fn bytes_available_and_wait_for_ready_read_take_in_data_without_a_read() {
+    // No library thread reads an encrypted connection: these calls receive
+    // and decrypt what has arrived themselves.
+    let (ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    let conn = server.accept_one();
+    assert_eq!(conn.bytes_available(), 0);
+    assert!(!conn.wait_for_ready_read(Some(Duration::from_millis(50))));
+    client.write_all(b"hello").unwrap();
+    client.flush().unwrap();
+    assert!(conn.wait_for_ready_read(Some(SOON)));
+    assert_eq!(conn.bytes_available(), 5);
+
+    client.write_all(b" world").unwrap();
+    client.flush().unwrap();
+    let deadline = Instant::now() + SOON;
+    while conn.bytes_available() < 11 {
+        assert!(
+            Instant::now() < deadline,
+            "bytes_available never saw ' world'"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    let mut buf = [0u8; 64];
+    let n = conn.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello world");
+}
+
+#[test]
+fn a_timed_wait_beside_a_blocked_read_returns_at_its_timeout() {
+    let (ca, config) = plain_config();
+    let server = TestServer::start(&config);
+    let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    let conn = server.accept_one();
+    let reader = {
+        let conn = conn.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 16];
+            conn.read(&mut buf).map(|n| buf[..n].to_vec())
+        })
+    };
+    let started = Instant::now();
+    assert!(!conn.wait_for_ready_read(Some(Duration::from_millis(100))));
+    assert!(started.elapsed() < SOON, "the timed wait hung");
+    client.write_all(b"x").unwrap();
+    client.flush().unwrap();
+    assert_eq!(reader.join().unwrap().unwrap(), b"x");
+}
+
+#[test]
 fn truncation_without_close_notify_is_an_error_not_eof() {
     let (ca, config) = plain_config();
     let server = TestServer::start(&config);
