@@ -3,8 +3,9 @@
 //! the handshake share one deadline; afterwards the connection is read and
 //! written by the application's threads, exactly like an accepted one.
 
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, OnceLock};
+use std::thread;
 
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -61,16 +62,7 @@ pub fn connect_encrypted(
 
 /// Resolves and connects, trying each address until one answers.
 fn connect_tcp(host: &str, port: u16, deadline: HandshakeDeadline) -> Result<TcpStream> {
-    let host_only = host.trim_start_matches('[').trim_end_matches(']');
-    let addresses: Vec<SocketAddr> = (host_only, port)
-        .to_socket_addrs()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!("cannot resolve '{host}': {}", os_reason(&e)),
-            )
-        })?
-        .collect();
+    let addresses = resolve(host, port, deadline)?;
     let mut last_error = Error::new(ErrorKind::Io, format!("'{host}' has no address"));
     for address in addresses {
         let attempt = match deadline.remaining() {
@@ -90,6 +82,54 @@ fn connect_tcp(host: &str, port: u16, deadline: HandshakeDeadline) -> Result<Tcp
         }
     }
     Err(last_error)
+}
+
+/// The addresses of `host`, within the deadline. getaddrinfo cannot be
+/// interrupted, so a name is looked up on a thread of its own; one that
+/// outlives the deadline finishes on its own and its answer is dropped.
+fn resolve(host: &str, port: u16, deadline: HandshakeDeadline) -> Result<Vec<SocketAddr>> {
+    resolve_with(host, port, deadline, |name, port| {
+        (name, port).to_socket_addrs().map(Vec::from_iter)
+    })
+}
+
+type Lookup = fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>;
+
+fn resolve_with(
+    host: &str,
+    port: u16,
+    deadline: HandshakeDeadline,
+    system_lookup: Lookup,
+) -> Result<Vec<SocketAddr>> {
+    let host_only = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host_only.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let lookup = {
+        let name = host_only.to_string();
+        move || system_lookup(&name, port)
+    };
+    let (answer, answered) = crossbeam_channel::bounded(1);
+    let lookup_thread = thread::Builder::new().name("sslserver-dns".into()).spawn({
+        let lookup = lookup.clone();
+        move || {
+            let _ = answer.send(lookup());
+        }
+    });
+    let looked_up = match (lookup_thread, deadline.remaining()) {
+        (Err(_), _) => lookup(),
+        (Ok(_), Err(_)) => return Err(timed_out(deadline)),
+        (Ok(_), Ok(None)) => answered.recv().map_err(|_| timed_out(deadline))?,
+        (Ok(_), Ok(Some(left))) => answered
+            .recv_timeout(left)
+            .map_err(|_| timed_out(deadline))?,
+    };
+    looked_up.map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("cannot resolve '{host}': {}", os_reason(&e)),
+        )
+    })
 }
 
 fn timed_out(deadline: HandshakeDeadline) -> Error {
@@ -192,5 +232,43 @@ impl ResolvesClientCert for OneClientCertificate {
 
     fn has_certs(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_slow_name_lookup_ends_at_the_deadline() {
+        let slow: Lookup = |_, _| {
+            thread::sleep(Duration::from_secs(3));
+            Ok(Vec::new())
+        };
+        let started = Instant::now();
+        let err = resolve_with(
+            "slow.example",
+            443,
+            HandshakeDeadline::starting_now(100),
+            slow,
+        )
+        .expect_err("the lookup outlives the deadline");
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "waited {:?} for a 100 ms deadline",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn address_literals_are_not_looked_up() {
+        let never: Lookup = |_, _| panic!("an address literal was looked up");
+        let deadline = HandshakeDeadline::starting_now(100);
+        let v6 = resolve_with("[::1]", 443, deadline, never).unwrap();
+        assert_eq!(v6, vec!["[::1]:443".parse::<SocketAddr>().unwrap()]);
+        let v4 = resolve_with("127.0.0.1", 443, deadline, never).unwrap();
+        assert_eq!(v4, vec!["127.0.0.1:443".parse::<SocketAddr>().unwrap()]);
     }
 }

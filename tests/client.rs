@@ -290,6 +290,33 @@ fn talks_to_the_library_own_server_with_alpn() {
 }
 
 #[test]
+fn connects_over_ipv6() {
+    let ca = TestCa::new("ca");
+    let server = sslserver::Server::new();
+    server
+        .set_config(&server_config(
+            &ca.server(),
+            PeerVerifyMode::VerifyNone,
+            None,
+        ))
+        .unwrap();
+    server.listen(Some("::1"), 0).unwrap();
+    let port = server.local_addr().unwrap().port();
+    let conn = connect_encrypted("::1", port, &trusting(&ca), Some("localhost"), 10_000).unwrap();
+    assert!(conn.peer_addr().is_ipv6());
+    conn.write(b"over v6").unwrap();
+    assert_eq!(
+        server.wait_for_new_connection(Some(SOON)),
+        WaitOutcome::Ready
+    );
+    let accepted = server.next_pending_connection().unwrap();
+    let mut buf = [0u8; 16];
+    let n = accepted.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"over v6");
+    assert_eq!(accepted.peer_addr(), conn.local_addr());
+}
+
+#[test]
 fn connection_failures_are_specific() {
     let config = TlsConfig::new();
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -10,7 +10,7 @@ use crate::types::{Protocol, SocketError, SocketState, SslErrorCode};
 
 /// Client mode (QSslSocket::connectToHostEncrypted): resolves `host`,
 /// connects to `port` (IPv4 or IPv6) and performs the TLS handshake, all
-/// within `msecs` (-1 = no limit; DNS resolution itself is not bounded).
+/// within `msecs` (-1 = no limit).
 /// The server's certificate is verified (VERIFY_PEER unless `cfg` says
 /// otherwise) against the system's trust store plus the CAs in `cfg`, for
 /// `peer_verify_name` (NULL = `host`). Errors listed with
