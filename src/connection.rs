@@ -283,7 +283,12 @@ impl Inbox {
         self.bytes.reserve_exact(RECEIVE_SIZE);
         // Receives into the spare capacity: nothing is zeroed first.
         let spare = rustix::buffer::spare_capacity(&mut self.bytes);
-        rustix::net::recv(stream, spare, flags).map(|(n, _)| n)
+        let received = rustix::net::recv(stream, spare, flags).map(|(n, _)| n);
+        if !matches!(received, Ok(n) if n > 0) {
+            // Nothing came: keep no buffer.
+            *self = Inbox::default();
+        }
+        received
     }
 
     fn consume(&mut self, n: usize) {
@@ -788,5 +793,47 @@ fn unmap(addr: SocketAddr) -> SocketAddr {
             None => addr,
         },
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    #[test]
+    fn the_inbox_keeps_a_buffer_only_while_it_holds_bytes() {
+        let (mut client, server) = socket_pair();
+        let mut inbox = Inbox::default();
+        assert_eq!(inbox.fill(&server, RecvFlags::DONTWAIT), Err(Errno::AGAIN));
+        assert_eq!(inbox.bytes.capacity(), 0, "an empty receive keeps a buffer");
+
+        client.write_all(b"0123456789").unwrap();
+        assert_eq!(inbox.fill(&server, RecvFlags::empty()), Ok(10));
+        assert_eq!(inbox.pending(), b"0123456789");
+        inbox.consume(4);
+        assert_eq!(inbox.pending(), b"456789");
+        inbox.consume(6);
+        assert!(inbox.is_empty());
+        assert_eq!(
+            inbox.bytes.capacity(),
+            0,
+            "a drained inbox keeps its buffer"
+        );
+
+        drop(client);
+        assert_eq!(inbox.fill(&server, RecvFlags::empty()), Ok(0));
+        assert_eq!(
+            inbox.bytes.capacity(),
+            0,
+            "the end of the stream keeps a buffer"
+        );
     }
 }
