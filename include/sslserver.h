@@ -781,15 +781,17 @@ enum sslserver_result sslsocket_write(struct sslsocket *s,
 bool sslsocket_wait_for_ready_read(struct sslsocket *s, int msecs);
 
 // Decrypted bytes that sslsocket_read returns without blocking. Takes in
-// (without waiting) what has arrived on the socket since the last call.
+// what has arrived on the socket since the last call; never waits.
 size_t sslsocket_bytes_available(const struct sslsocket *s);
 
-// Whether the handshake completed and the connection is still open.
+// Whether the handshake completed and the connection is still open. Like
+// sslsocket_state, it takes in what has arrived on the socket, without
+// waiting.
 bool sslsocket_is_encrypted(const struct sslsocket *s);
 
 // CONNECTED while open both ways, UNCONNECTED once either side closed.
-// Looks at the socket without waiting, so the peer's close shows here once
-// the data it sent before has been read.
+// Takes in what has arrived on the socket, without waiting, so the peer's
+// close shows here once the data it sent before has been read.
 enum sslserver_socket_state sslsocket_state(const struct sslsocket *s);
 
 // The last error of the connection; UNKNOWN when there has been none.

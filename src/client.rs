@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 
+use crossbeam_channel::RecvTimeoutError;
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::sign::CertifiedKey;
@@ -109,6 +110,12 @@ fn resolve_with(
         let name = host_only.to_string();
         move || system_lookup(&name, port)
     };
+    let left = match deadline.remaining() {
+        Err(_) => return Err(timed_out(deadline)),
+        // No deadline: nothing to wait for but the answer.
+        Ok(None) => return lookup().map_err(|e| cannot_resolve(host, &e)),
+        Ok(Some(left)) => left,
+    };
     let (answer, answered) = crossbeam_channel::bounded(1);
     let lookup_thread = thread::Builder::new().name("sslserver-dns".into()).spawn({
         let lookup = lookup.clone();
@@ -116,20 +123,27 @@ fn resolve_with(
             let _ = answer.send(lookup());
         }
     });
-    let looked_up = match (lookup_thread, deadline.remaining()) {
-        (Err(_), _) => lookup(),
-        (Ok(_), Err(_)) => return Err(timed_out(deadline)),
-        (Ok(_), Ok(None)) => answered.recv().map_err(|_| timed_out(deadline))?,
-        (Ok(_), Ok(Some(left))) => answered
-            .recv_timeout(left)
-            .map_err(|_| timed_out(deadline))?,
+    let looked_up = match lookup_thread {
+        Err(_) => lookup(),
+        Ok(_) => match answered.recv_timeout(left) {
+            Ok(looked_up) => looked_up,
+            Err(RecvTimeoutError::Timeout) => return Err(timed_out(deadline)),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("the name lookup of '{host}' failed"),
+                ))
+            }
+        },
     };
-    looked_up.map_err(|e| {
-        Error::new(
-            ErrorKind::Io,
-            format!("cannot resolve '{host}': {}", os_reason(&e)),
-        )
-    })
+    looked_up.map_err(|e| cannot_resolve(host, &e))
+}
+
+fn cannot_resolve(host: &str, err: &std::io::Error) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!("cannot resolve '{host}': {}", os_reason(err)),
+    )
 }
 
 fn timed_out(deadline: HandshakeDeadline) -> Error {

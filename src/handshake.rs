@@ -1,5 +1,5 @@
-//! The server side of one TLS handshake, run on the connection's own thread
-//! and bounded by one deadline from TCP accept to completion.
+//! The server side of one TLS handshake, run on a library thread and bounded
+//! by one deadline from TCP accept to completion.
 //!
 //! Every event of a connection before PENDING_CONNECTION_AVAILABLE comes from
 //! here (or from the verifier rustls calls from here), in the order of the

@@ -1,8 +1,9 @@
 //! libsslserver: Qt's QSslServer as a C library, on rustls.
 //!
-//! A server accepts TCP connections, performs the TLS handshake on each
-//! connection's own thread within one deadline, and queues only the
-//! connections whose handshake completed. Qt's signals become callbacks.
+//! A server accepts TCP connections, performs each TLS handshake on a
+//! library thread within one deadline, and queues only the connections
+//! whose handshake completed; from then on the application's threads do a
+//! connection's I/O. Qt's signals become callbacks.
 //!
 //! The modules below `ffi` are safe Rust and usable from Rust directly; `ffi`
 //! is the thin C layer the header `include/sslserver.h` is generated from.

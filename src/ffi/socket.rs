@@ -113,21 +113,23 @@ pub extern "C" fn sslsocket_wait_for_ready_read(s: *mut Connection, msecs: c_int
 }
 
 /// Decrypted bytes that sslsocket_read returns without blocking. Takes in
-/// (without waiting) what has arrived on the socket since the last call.
+/// what has arrived on the socket since the last call; never waits.
 #[no_mangle]
 pub extern "C" fn sslsocket_bytes_available(s: *const Connection) -> usize {
     read_handle(s, 0, Connection::bytes_available)
 }
 
-/// Whether the handshake completed and the connection is still open.
+/// Whether the handshake completed and the connection is still open. Like
+/// sslsocket_state, it takes in what has arrived on the socket, without
+/// waiting.
 #[no_mangle]
 pub extern "C" fn sslsocket_is_encrypted(s: *const Connection) -> bool {
     read_handle(s, false, Connection::is_encrypted)
 }
 
 /// CONNECTED while open both ways, UNCONNECTED once either side closed.
-/// Looks at the socket without waiting, so the peer's close shows here once
-/// the data it sent before has been read.
+/// Takes in what has arrived on the socket, without waiting, so the peer's
+/// close shows here once the data it sent before has been read.
 #[no_mangle]
 pub extern "C" fn sslsocket_state(s: *const Connection) -> SocketState {
     read_handle(s, SocketState::Unconnected, Connection::state)
