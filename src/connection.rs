@@ -506,6 +506,9 @@ impl Connection {
         let mut io = self.io.lock();
         io.tls = Some(tls);
         io.absorb(state);
+        // An alert for a bad record that came with the Finished leaves with
+        // the next write or the close.
+        io.collect_outgoing();
     }
 
     /// Decrypted bytes ready to read without blocking: what was decrypted
