@@ -124,6 +124,7 @@ fn resolve_with(
         }
     });
     let looked_up = match lookup_thread {
+        // No thread to spare: look up here, unbounded, rather than fail.
         Err(_) => lookup(),
         Ok(_) => match answered.recv_timeout(left) {
             Ok(looked_up) => looked_up,
@@ -257,7 +258,7 @@ mod tests {
     #[test]
     fn a_slow_name_lookup_ends_at_the_deadline() {
         let slow: Lookup = |_, _| {
-            thread::sleep(Duration::from_secs(3));
+            thread::sleep(Duration::from_secs(30));
             Ok(Vec::new())
         };
         let started = Instant::now();
@@ -270,7 +271,7 @@ mod tests {
         .expect_err("the lookup outlives the deadline");
         assert_eq!(err.kind(), ErrorKind::Timeout);
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(10),
             "waited {:?} for a 100 ms deadline",
             started.elapsed()
         );

@@ -27,10 +27,12 @@ const THREAD_STACK_SIZE: usize = 256 * 1024;
 /// How long a thread with no connection waits for one before it exits.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The pool's threads, as `ps -L` and debuggers show them.
+const THREAD_NAME: &str = "sslserver-conn";
+
 type Job = Box<dyn FnOnce() + Send>;
 
 struct Pool {
-    thread_name: &'static str,
     jobs: Sender<Job>,
     waiting: Receiver<Job>,
     /// Threads waiting for a job that no `run` has claimed yet. Invariant:
@@ -40,10 +42,9 @@ struct Pool {
 }
 
 impl Pool {
-    fn new(thread_name: &'static str) -> Pool {
+    fn new() -> Pool {
         let (jobs, waiting) = crossbeam_channel::unbounded();
         Pool {
-            thread_name,
             jobs,
             waiting,
             idle: AtomicUsize::new(0),
@@ -52,7 +53,7 @@ impl Pool {
 
     fn shared() -> &'static Pool {
         static HANDSHAKES: OnceLock<Pool> = OnceLock::new();
-        HANDSHAKES.get_or_init(|| Pool::new("sslserver-conn"))
+        HANDSHAKES.get_or_init(Pool::new)
     }
 
     /// Runs `job` on an idle thread of this pool, or on a new one.
@@ -64,7 +65,7 @@ impl Pool {
         }
         let waiting = self.waiting.clone();
         thread::Builder::new()
-            .name(self.thread_name.into())
+            .name(THREAD_NAME.into())
             .stack_size(THREAD_STACK_SIZE)
             .spawn(move || self.worker(job, waiting))
             .map(drop)
