@@ -331,9 +331,12 @@ fn certificates_rotate_while_listening() {
     let first = ca.server();
     let second = ca.server();
     let server = TestServer::start(&server_config(&first, PeerVerifyMode::VerifyNone, None));
-    let echo = spawn_echo(&server.server);
     let mut old = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
     assert_eq!(old.conn.peer_certificates().unwrap()[0], first.cert_der);
+    // Taken before the second client connects, so the queue's order cannot
+    // hand over the wrong one.
+    let old_conn = server.accept_one();
+    assert_eq!(old_conn.peer_addr().port(), port_of(&old));
     server
         .server
         .set_config(&server_config(&second, PeerVerifyMode::VerifyNone, None))
@@ -341,11 +344,15 @@ fn certificates_rotate_while_listening() {
     let new = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
     assert_eq!(new.conn.peer_certificates().unwrap()[0], second.cert_der);
     // The connection accepted before the rotation goes on.
-    assert_eq!(echo_roundtrip(&mut old, b"still here"), b"still here");
-    old.conn.send_close_notify();
+    old.write_all(b"still here").unwrap();
     old.flush().unwrap();
-    drop(old);
-    echo.join().unwrap();
+    let mut buf = [0u8; 16];
+    let n = old_conn.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"still here");
+    old_conn.write(b"and here").unwrap();
+    let mut back = [0u8; 8];
+    old.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"and here");
 }
 
 #[test]
@@ -439,12 +446,19 @@ fn close_wakes_a_thread_blocked_in_wait_for_new_connection() {
     assert_eq!(waiter.join().unwrap(), WaitOutcome::NotListening);
 }
 
-#[test]
-fn abort_and_release_wake_a_blocked_read() {
+/// A server, a rustls client, and the server's side of their connection,
+/// taken from the queue.
+fn established() -> (TestServer, Client, Arc<sslserver::Connection>) {
     let (ca, config) = plain_config();
     let server = TestServer::start(&config);
-    let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    let client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
     let conn = server.accept_one();
+    (server, client, conn)
+}
+
+#[test]
+fn abort_and_release_wake_a_blocked_read() {
+    let (_server, _client, conn) = established();
     let reader = {
         let conn = conn.clone();
         thread::spawn(move || conn.read(&mut [0u8; 16]))
@@ -457,10 +471,7 @@ fn abort_and_release_wake_a_blocked_read() {
 
 #[test]
 fn peer_close_is_seen_without_polling() {
-    let (ca, config) = plain_config();
-    let server = TestServer::start(&config);
-    let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    let conn = server.accept_one();
+    let (_server, mut client, conn) = established();
     client.write_all(b"last words").unwrap();
     client.conn.send_close_notify();
     client.flush().unwrap();
@@ -480,10 +491,7 @@ fn peer_close_is_seen_without_polling() {
 
 #[test]
 fn state_sees_the_peers_close_without_a_read() {
-    let (ca, config) = plain_config();
-    let server = TestServer::start(&config);
-    let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    let conn = server.accept_one();
+    let (_server, mut client, conn) = established();
     assert_eq!(conn.state(), sslserver::SocketState::Connected);
     client.conn.send_close_notify();
     client.flush().unwrap();
@@ -501,10 +509,7 @@ fn state_sees_the_peers_close_without_a_read() {
 fn bytes_available_and_wait_for_ready_read_take_in_data_without_a_read() {
     // No library thread reads an encrypted connection: these calls receive
     // and decrypt what has arrived themselves.
-    let (ca, config) = plain_config();
-    let server = TestServer::start(&config);
-    let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    let conn = server.accept_one();
+    let (_server, mut client, conn) = established();
     assert_eq!(conn.bytes_available(), 0);
     assert!(!conn.wait_for_ready_read(Some(Duration::from_millis(50))));
     client.write_all(b"hello").unwrap();
@@ -529,10 +534,7 @@ fn bytes_available_and_wait_for_ready_read_take_in_data_without_a_read() {
 
 #[test]
 fn a_timed_wait_beside_a_blocked_read_returns_at_its_timeout() {
-    let (ca, config) = plain_config();
-    let server = TestServer::start(&config);
-    let mut client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    let conn = server.accept_one();
+    let (_server, mut client, conn) = established();
     let reader = {
         let conn = conn.clone();
         thread::spawn(move || {
@@ -550,10 +552,7 @@ fn a_timed_wait_beside_a_blocked_read_returns_at_its_timeout() {
 
 #[test]
 fn truncation_without_close_notify_is_an_error_not_eof() {
-    let (ca, config) = plain_config();
-    let server = TestServer::start(&config);
-    let client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    let conn = server.accept_one();
+    let (_server, client, conn) = established();
     drop(client);
     let err = conn
         .read(&mut [0u8; 16])
@@ -587,10 +586,7 @@ fn session_information_is_available() {
 
 #[test]
 fn tls13_cipher_names_are_iana_names() {
-    let (ca, config) = plain_config();
-    let server = TestServer::start(&config);
-    let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    let conn = server.accept_one();
+    let (_server, _client, conn) = established();
     let info = conn.session().unwrap();
     assert_eq!(info.protocol, Protocol::TlsV1_3);
     assert!(
@@ -729,11 +725,8 @@ fn data_sent_together_with_the_clients_finished_is_not_lost() {
 
 #[test]
 fn release_does_not_wait_for_a_writer_blocked_on_a_peer_that_does_not_read() {
-    let (ca, config) = plain_config();
-    let server = TestServer::start(&config);
     // The client completes the handshake, then never reads.
-    let _client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-    let conn = server.accept_one();
+    let (_server, _client, conn) = established();
     let writer = {
         let conn = conn.clone();
         thread::spawn(move || {
