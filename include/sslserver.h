@@ -498,12 +498,39 @@ enum sslserver_result sslconfig_certificate_chain_pem(const struct sslconfig *cf
                                                       size_t len,
                                                       size_t *out_n);
 
-// Client mode (sslsocket_connect_encrypted): server-certificate errors to
-// accept without asking, like Qt's ignoreSslErrors(list). A handshake goes
-// on when every error found is in this list. count 0 clears it.
+// Certificate errors to accept without asking, like Qt's
+// ignoreSslErrors(list): of the server's certificate in client mode, and of
+// client certificates on a server. A handshake goes on only when EVERY
+// error found is ignored; an untrusted certificate always has an issuer
+// error (SELF_SIGNED_CERTIFICATE or UNABLE_TO_GET_LOCAL_ISSUER_CERTIFICATE),
+// so ignoring CERTIFICATE_EXPIRED alone never accepts one.
+//
+// WARNING: these codes apply to ANY certificate a peer presents. Ignoring
+// an issuer error this way accepts every certificate anyone can make;
+// bind such an ignore to the one certificate you expect with
+// sslconfig_add_ignored_ssl_error instead.
+//
+// Replaces every ignore set before (also those bound to a certificate);
+// count 0 clears them.
 enum sslserver_result sslconfig_set_ignored_ssl_errors(struct sslconfig *cfg,
                                                        const sslserver_ssl_error_code *codes,
                                                        size_t count);
+
+// Accepts the certificate error `code` without asking, only for the
+// certificate whose DER encoding is `cert_der` (`cert_der_len` bytes), as
+// Qt's QSslError(error, certificate) in an ignore list does. Adds to the
+// ignores set before. With cert_der NULL and cert_der_len 0, `code` is
+// ignored for any certificate (see the warning at
+// sslconfig_set_ignored_ssl_errors). Errors that concern no certificate
+// (NO_PEER_CERTIFICATE) are ignored only for any certificate.
+//
+// An error names the certificate it concerns (`certificate_der` in
+// sslserver_ssl_error): the leaf for issuer, purpose and name errors, the
+// expired certificate itself for date errors.
+enum sslserver_result sslconfig_add_ignored_ssl_error(struct sslconfig *cfg,
+                                                      sslserver_ssl_error_code code,
+                                                      const uint8_t *cert_der,
+                                                      size_t cert_der_len);
 
 // Client mode: `cb` is asked about server-certificate errors not ignored
 // up front, on the connecting thread; returning true accepts the

@@ -9,7 +9,7 @@ use std::thread;
 
 use crossbeam_channel::RecvTimeoutError;
 use rustls::client::ResolvesClientCert;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, SignatureScheme};
 
@@ -18,7 +18,8 @@ use crate::connection::Connection;
 use crate::error::{os_reason, Error, ErrorKind, Result};
 use crate::events::SslError;
 use crate::handshake::{self, Failure, HandshakeDeadline};
-use crate::verify::{take_server_certificate_errors, ServerIdentityVerifier};
+use crate::types::AlertType;
+use crate::verify::{take_server_certificate_errors, Refusal, ServerIdentityVerifier};
 
 /// Connects to `host:port`, performs the TLS handshake within `timeout_ms`
 /// (-1 = none) and returns the encrypted connection. The server's
@@ -47,11 +48,21 @@ pub fn connect_encrypted(
         (Err(e), _) | (_, Err(e)) => return Err(Error::new(ErrorKind::Io, os_reason(&e))),
     };
     let connection = Arc::new(Connection::new(stream, peer, local));
-    let client = ClientConnection::new(client_config(config)?, server_name)
+    let context = client_context(config)?;
+    let client = ClientConnection::new(context.config.clone(), server_name.clone())
         .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?;
     let mut tls = rustls::Connection::Client(client);
     take_server_certificate_errors();
-    let outcome = handshake::complete(&connection, &mut tls, deadline);
+    let outcome = handshake::complete(&connection, &mut tls, deadline, &mut |tls| {
+        let chain = tls.peer_certificates().unwrap_or_default();
+        context
+            .verifier
+            .judge(chain, &server_name, UnixTime::now())
+            .map_err(|error| Refusal {
+                error,
+                alert: AlertType::BadCertificate,
+            })
+    });
     let errors = take_server_certificate_errors();
     if let Err(failure) = outcome {
         return Err(refused(&connection, failure, deadline, &errors));
@@ -196,33 +207,37 @@ fn refused(
     error
 }
 
-/// The rustls client config of `config`, built once and shared by its
-/// unchanged copies so that sessions resume.
-fn client_config(config: &TlsConfig) -> Result<Arc<ClientConfig>> {
+/// The rustls client config built from a [`TlsConfig`], with the verifier
+/// inside it (which also judges resumed sessions, where rustls does not).
+pub(crate) struct ClientContext {
+    config: Arc<ClientConfig>,
+    verifier: Arc<ServerIdentityVerifier>,
+}
+
+/// The client context of `config`, built once and shared by its unchanged
+/// copies so that sessions resume.
+fn client_context(config: &TlsConfig) -> Result<Arc<ClientContext>> {
     let mut slot = config.client_context().lock();
-    if let Some(client) = slot.as_ref() {
-        return Ok(client.clone());
+    if let Some(context) = slot.as_ref() {
+        return Ok(context.clone());
     }
-    let mut roots = system_roots().clone();
-    for (index, ca) in config.ca_certificates().iter().enumerate() {
-        roots.add(ca.clone()).map_err(|e| {
-            Error::certificate(format!("CA certificate {} cannot be used: {e}", index + 1))
-        })?;
-    }
-    let verifier = ServerIdentityVerifier::new(config, roots)?;
+    let verifier = Arc::new(ServerIdentityVerifier::new(config, system_roots().clone())?);
     let builder = ClientConfig::builder_with_provider(crypto_provider().clone())
         .with_protocol_versions(protocol_versions(config.protocol())?)
         .map_err(|e| Error::new(ErrorKind::Tls, format!("unusable protocol versions: {e}")))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier));
+        .with_custom_certificate_verifier(verifier.clone());
     let mut client = match config.certified_key() {
         Some(key) => builder.with_client_cert_resolver(Arc::new(OneClientCertificate(key))),
         None => builder.with_no_client_auth(),
     };
     client.alpn_protocols = config.alpn_protocols().to_vec();
-    let client = Arc::new(client);
-    *slot = Some(client.clone());
-    Ok(client)
+    let context = Arc::new(ClientContext {
+        config: Arc::new(client),
+        verifier,
+    });
+    *slot = Some(context.clone());
+    Ok(context)
 }
 
 /// The system's trust store, read once.

@@ -17,8 +17,10 @@ use rustls::version::{TLS12, TLS13};
 use rustls::SupportedProtocolVersion;
 use sha2::{Digest, Sha256};
 
+use crate::client::ClientContext;
 use crate::error::{Error, Result};
 use crate::events::SslError;
+use crate::trust::IgnoredErrors;
 use crate::types::{PeerVerifyMode, Protocol, SslErrorCode};
 
 /// Decides, in client mode, whether to go on despite the server
@@ -41,15 +43,17 @@ pub struct TlsConfig {
     protocol: Protocol,
     alpn_protocols: Vec<Vec<u8>>,
     interrupt_on_error: bool,
-    /// Client mode: certificate errors accepted up front (`ignoreSslErrors(list)`).
-    ignored_errors: Vec<SslErrorCode>,
+    /// Certificate errors accepted up front (`ignoreSslErrors(list)`), of
+    /// the server's certificate in client mode and of client certificates
+    /// on a server.
+    ignored_errors: IgnoredErrors,
     /// Client mode: the application's decision on certificate errors.
     ssl_errors_callback: Option<SslErrorsCallback>,
     /// Client mode: the rustls client config built from this one on first
     /// use, shared by unchanged copies (rustls resumes a session only with
     /// the same verifier and client-certificate objects). Every change
     /// starts a fresh slot.
-    client_context: Arc<parking_lot::Mutex<Option<Arc<rustls::ClientConfig>>>>,
+    client_context: Arc<parking_lot::Mutex<Option<Arc<ClientContext>>>>,
 }
 
 impl Default for TlsConfig {
@@ -62,7 +66,7 @@ impl Default for TlsConfig {
             protocol: Protocol::SecureProtocols,
             alpn_protocols: Vec::new(),
             interrupt_on_error: false,
-            ignored_errors: Vec::new(),
+            ignored_errors: IgnoredErrors::default(),
             ssl_errors_callback: None,
             client_context: Arc::default(),
         }
@@ -189,13 +193,26 @@ impl TlsConfig {
         self.interrupt_on_error = interrupt;
     }
 
-    /// Client mode: server-certificate errors to accept without asking.
+    /// Certificate errors to accept without asking, for any certificate.
+    /// Replaces every ignore set before (also those bound to a certificate).
     pub fn set_ignored_ssl_errors(&mut self, codes: &[SslErrorCode]) {
         self.changed();
-        self.ignored_errors = codes.to_vec();
+        self.ignored_errors = IgnoredErrors::any_certificate(codes);
     }
 
-    pub fn ignored_ssl_errors(&self) -> &[SslErrorCode] {
+    /// Accepts `code` without asking, only for the certificate with the DER
+    /// bytes `certificate` (`None`: for any certificate).
+    pub fn add_ignored_ssl_error(&mut self, code: SslErrorCode, certificate: Option<&[u8]>) {
+        self.changed();
+        self.ignored_errors.add(code, certificate);
+    }
+
+    /// The codes ignored for any certificate.
+    pub fn ignored_ssl_errors(&self) -> Vec<SslErrorCode> {
+        self.ignored_errors.codes_for_any_certificate()
+    }
+
+    pub(crate) fn ignored_errors(&self) -> &IgnoredErrors {
         &self.ignored_errors
     }
 
@@ -210,7 +227,7 @@ impl TlsConfig {
     }
 
     /// The client context slot (see the field).
-    pub(crate) fn client_context(&self) -> &parking_lot::Mutex<Option<Arc<rustls::ClientConfig>>> {
+    pub(crate) fn client_context(&self) -> &parking_lot::Mutex<Option<Arc<ClientContext>>> {
         &self.client_context
     }
 

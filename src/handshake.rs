@@ -10,14 +10,15 @@ use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::UnixTime;
 use rustls::ServerConnection;
 
 use crate::connection::Connection;
 use crate::error::os_reason;
 use crate::events::{Event, EventSink, SslError};
 use crate::tls::ServerTls;
-use crate::types::{AlertLevel, AlertType, EventKind, PeerVerifyMode, SocketError, SslErrorCode};
-use crate::verify;
+use crate::types::{AlertLevel, AlertType, EventKind, SocketError, SslErrorCode};
+use crate::verify::{self, Refusal};
 
 /// The first byte of a TLS record carrying a handshake message.
 const HANDSHAKE_RECORD: u8 = 0x16;
@@ -144,17 +145,41 @@ fn drive(
         .map_err(|e| Failure::Internal(e.to_string()))?;
     let server = ServerConnection::new(config).map_err(|e| Failure::Internal(e.to_string()))?;
     let mut server = rustls::Connection::Server(server);
-    complete(connection, &mut server, deadline)?;
+    complete(
+        connection,
+        &mut server,
+        deadline,
+        &mut |server| match tls.client_auth() {
+            Some(policy) => policy.judge(
+                connection,
+                events,
+                server.peer_certificates(),
+                UnixTime::now(),
+            ),
+            None => Ok(()),
+        },
+    )?;
     Ok(server)
 }
 
-/// Drives either side's handshake to completion (or failure) within the deadline.
+/// Judges the peer's certificate chain of a resumed session. rustls does
+/// not ask the certificate verifier when a session resumes: the chain comes
+/// from the ticket (or the session cache), and a decision taken for the
+/// connection that got the ticket must not carry over to this one.
+pub(crate) type ResumedSessionCheck<'a> =
+    &'a mut dyn FnMut(&rustls::Connection) -> Result<(), Refusal>;
+
+/// Drives either side's handshake to completion (or failure) within the
+/// deadline. A resumed session is judged by `judge_resumed` as soon as
+/// rustls has accepted it, before this side sends anything for it.
 pub(crate) fn complete(
     connection: &Connection,
     tls: &mut rustls::Connection,
     deadline: HandshakeDeadline,
+    judge_resumed: ResumedSessionCheck<'_>,
 ) -> Result<(), Failure> {
     let mut outgoing = Outgoing::default();
+    let mut judged = false;
     while tls.is_handshaking() {
         outgoing.send_pending(connection, tls, deadline)?;
         match read_some(connection, tls, deadline) {
@@ -169,6 +194,15 @@ pub(crate) fn complete(
                 .queued_alert(tls, &err)
                 .or_else(|| outgoing.own_alert(tls, alert_for(&err)));
             return Err(Failure::Tls(err, alert));
+        }
+        if !judged && tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            judged = true;
+            if let Err(refusal) = judge_resumed(tls) {
+                // Nothing of the resumed session has been sent: a server
+                // can still refuse it with a plaintext alert.
+                let alert = outgoing.own_alert(tls, refusal.alert);
+                return Err(Failure::Tls(refusal.error, alert));
+            }
         }
     }
     // The last flight (and TLS 1.3 session tickets) follow.
@@ -287,8 +321,9 @@ pub(crate) fn requested_server_name(tls: &rustls::Connection) -> Option<String> 
     }
 }
 
-/// VERIFY_PEER without a client certificate gets here only when the
-/// application ignored errors up front; report the error Qt reports.
+/// VERIFY_PEER without a client certificate gets here from a full handshake
+/// only when the application ignored errors up front; report the error Qt
+/// reports. (A resumed session was judged in `complete`.)
 fn check_missing_certificate(
     connection: &Arc<Connection>,
     tls: &ServerTls,
@@ -296,13 +331,12 @@ fn check_missing_certificate(
     server: rustls::Connection,
 ) -> Result<rustls::Connection, Failure> {
     if let Some(policy) = tls.client_auth() {
-        if policy.mode() == PeerVerifyMode::VerifyPeer && server.peer_certificates().is_none() {
-            let errors = [SslError::new(SslErrorCode::NoPeerCertificate, None)];
-            if !verify::report_errors(policy, connection, events, &errors) {
-                return Err(Failure::Internal(
-                    "the client sent no certificate".to_string(),
-                ));
-            }
+        if server.handshake_kind() == Some(rustls::HandshakeKind::Full)
+            && server.peer_certificates().is_none()
+        {
+            policy
+                .judge(connection, events, None, UnixTime::now())
+                .map_err(|_| Failure::Internal("the client sent no certificate".to_string()))?;
         }
     }
     Ok(server)

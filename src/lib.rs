@@ -19,6 +19,7 @@ pub mod ffi;
 mod handshake;
 pub mod server;
 mod tls;
+mod trust;
 pub mod types;
 mod verify;
 mod workers;

@@ -13,30 +13,34 @@
 use std::sync::{Arc, Weak};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore};
 
 use crate::config::{crypto_provider, SslErrorsCallback, TlsConfig};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventSink, SslError};
-use crate::types::{EventKind, PeerVerifyMode, SslErrorCode};
+use crate::trust::{self, IgnoredErrors, Purpose, TrustStore};
+use crate::types::{AlertType, EventKind, PeerVerifyMode, SslErrorCode};
 
 /// How a server checks client certificates; built once per `set_config`.
 pub(crate) struct ClientAuthPolicy {
     /// `QueryPeer` or `VerifyPeer` (AUTO is QUERY on a server).
     mode: PeerVerifyMode,
     interrupt_on_error: bool,
-    /// webpki over the configured CAs; `None` when there are none, so every
-    /// client certificate is untrusted.
-    trust: Option<Arc<dyn ClientCertVerifier>>,
-    /// The configured CAs: a client presenting one of these exact
-    /// certificates is trusted directly, as OpenSSL (and so Qt) does.
-    anchors: Vec<CertificateDer<'static>>,
+    /// The configured CAs; with none, every client certificate is untrusted.
+    trust: TrustStore,
+    /// Errors the configuration accepts up front.
+    ignored: IgnoredErrors,
     hints: Vec<DistinguishedName>,
+}
+
+/// Why a handshake is refused after the peer's chain was judged: the rustls
+/// error to report and the alert to send.
+pub(crate) struct Refusal {
+    pub(crate) error: rustls::Error,
+    pub(crate) alert: AlertType,
 }
 
 impl ClientAuthPolicy {
@@ -47,97 +51,65 @@ impl ClientAuthPolicy {
             PeerVerifyMode::QueryPeer | PeerVerifyMode::AutoVerifyPeer => PeerVerifyMode::QueryPeer,
             PeerVerifyMode::VerifyPeer => PeerVerifyMode::VerifyPeer,
         };
-        let mut roots = RootCertStore::empty();
-        for (index, ca) in config.ca_certificates().iter().enumerate() {
-            roots.add(ca.clone()).map_err(|e| {
-                Error::certificate(format!("CA certificate {} cannot be used: {e}", index + 1))
-            })?;
-        }
+        let roots = root_store(RootCertStore::empty(), config)?;
         let hints = roots.subjects();
-        let trust = if roots.is_empty() {
-            None
-        } else {
-            let verifier = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                crypto_provider().clone(),
-            )
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| Error::certificate(format!("cannot use the CA certificates: {e}")))?;
-            Some(verifier)
-        };
         Ok(Some(Arc::new(ClientAuthPolicy {
             mode,
             interrupt_on_error: config.handshake_must_interrupt_on_error(),
-            trust,
-            anchors: config.ca_certificates().to_vec(),
+            trust: TrustStore::new(roots, config.ca_certificates().to_vec()),
+            ignored: config.ignored_errors().clone(),
             hints,
         })))
     }
 
-    pub(crate) fn mode(&self) -> PeerVerifyMode {
-        self.mode
-    }
-
-    /// The Qt errors of a presented chain, and the rustls error (which picks
-    /// the alert) to fail with if they are not accepted.
-    fn check(
+    /// Judges a client's chain (`None`: it sent none): records it, reports
+    /// its errors as events and decides. A full handshake gets here from
+    /// rustls's verifier call; a resumed one from the handshake loop, with
+    /// the chain stored in its ticket, so that no decision taken for an
+    /// earlier connection carries over to this one.
+    pub(crate) fn judge(
         &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
+        connection: &Arc<Connection>,
+        events: &EventSink,
+        chain: Option<&[CertificateDer<'_>]>,
         now: UnixTime,
-    ) -> (Vec<SslError>, rustls::Error) {
-        let directly_trusted = self
-            .anchors
-            .iter()
-            .any(|a| a.as_ref() == end_entity.as_ref());
-        let verdict = match &self.trust {
-            _ if directly_trusted => Ok(()),
-            Some(webpki) => webpki
-                .verify_client_cert(end_entity, intermediates, now)
-                .map(|_| ()),
-            None => Err(rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer,
-            )),
+    ) -> std::result::Result<(), Refusal> {
+        let errors = match chain.and_then(|c| c.split_first()) {
+            Some((end_entity, intermediates)) => {
+                connection
+                    .verification()
+                    .record_chain(end_entity, intermediates);
+                self.trust
+                    .examine(end_entity, intermediates, now, Purpose::TlsClient, None)
+            }
+            None if self.mode == PeerVerifyMode::VerifyPeer => {
+                vec![SslError::new(SslErrorCode::NoPeerCertificate, None)]
+            }
+            None => Vec::new(),
         };
-        let errors = chain_errors(&verdict, end_entity, intermediates, now);
-        let cause = verdict
-            .err()
-            .unwrap_or(rustls::Error::InvalidCertificate(CertificateError::Expired));
-        (errors, cause)
+        if errors.is_empty() || report_errors(self, connection, events, &errors) {
+            return Ok(());
+        }
+        let error = trust::refusal(&errors);
+        let alert = match &error {
+            rustls::Error::NoCertificatesPresented => AlertType::CertificateRequired,
+            rustls::Error::InvalidCertificate(e) => {
+                AlertType::from_wire(u8::from(rustls::AlertDescription::from(e.clone())))
+            }
+            _ => AlertType::HandshakeFailure,
+        };
+        Err(Refusal { error, alert })
     }
 }
 
-/// The Qt errors of a chain, given webpki's verdict on it. webpki stops at
-/// the first problem; Qt (like OpenSSL) also reports the leaf's validity
-/// period when the issuer is the problem.
-fn chain_errors(
-    verdict: &std::result::Result<(), rustls::Error>,
-    end_entity: &CertificateDer<'_>,
-    intermediates: &[CertificateDer<'_>],
-    now: UnixTime,
-) -> Vec<SslError> {
-    let mut codes = Vec::new();
-    if let Err(err) = verdict {
-        codes.push(classify(err, end_entity, intermediates));
+/// `roots` plus the configured CAs.
+fn root_store(mut roots: RootCertStore, config: &TlsConfig) -> Result<RootCertStore> {
+    for (index, ca) in config.ca_certificates().iter().enumerate() {
+        roots.add(ca.clone()).map_err(|e| {
+            Error::certificate(format!("CA certificate {} cannot be used: {e}", index + 1))
+        })?;
     }
-    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(end_entity.as_ref()) {
-        let now = now.as_secs() as i64;
-        if cert.validity().not_after.timestamp() < now {
-            codes.push(SslErrorCode::CertificateExpired);
-        }
-        if cert.validity().not_before.timestamp() > now {
-            codes.push(SslErrorCode::CertificateNotYetValid);
-        }
-    }
-    let leaf = Some(end_entity.clone().into_owned());
-    let mut errors: Vec<SslError> = Vec::new();
-    for code in codes {
-        if !errors.iter().any(|e| e.code == code) {
-            errors.push(SslError::new(code, leaf.clone()));
-        }
-    }
-    errors
+    Ok(roots)
 }
 
 /// Reports verification errors in Qt's order (the table in the C contract)
@@ -177,7 +149,9 @@ pub(crate) fn report_errors(
             .ssl_errors(errors)
             .describe(format!("client certificate errors: {}", names.join(", ")))
     });
-    policy.mode == PeerVerifyMode::QueryPeer || verification.errors_ignored()
+    policy.mode == PeerVerifyMode::QueryPeer
+        || verification.errors_ignored()
+        || policy.ignored.cover(errors)
 }
 
 /// The verifier of one connection's handshake.
@@ -239,15 +213,13 @@ impl ClientCertVerifier for PeerVerifier {
         let Some(connection) = self.connection.upgrade() else {
             return Err(rustls::Error::General("connection closed".into()));
         };
-        connection
-            .verification()
-            .record_chain(end_entity, intermediates);
-        let (errors, cause) = self.policy.check(end_entity, intermediates, now);
-        if errors.is_empty() || report_errors(&self.policy, &connection, &self.events, &errors) {
-            Ok(ClientCertVerified::assertion())
-        } else {
-            Err(cause)
-        }
+        let chain: Vec<CertificateDer<'_>> = std::iter::once(end_entity.clone())
+            .chain(intermediates.iter().cloned())
+            .collect();
+        self.policy
+            .judge(&connection, &self.events, Some(&chain), now)
+            .map(|()| ClientCertVerified::assertion())
+            .map_err(|refusal| refusal.error)
     }
 
     fn verify_tls12_signature(
@@ -314,13 +286,9 @@ fn supported_schemes() -> Vec<rustls::SignatureScheme> {
 pub(crate) struct ServerIdentityVerifier {
     /// VerifyNone, QueryPeer or VerifyPeer (AUTO is VERIFY on a client).
     mode: PeerVerifyMode,
-    /// webpki over the system's roots and the configured CAs.
-    trust: Option<Arc<WebPkiServerVerifier>>,
-    /// The configured CAs: a server presenting one of these exact
-    /// certificates is trusted directly, as OpenSSL (and so Qt) does for a
-    /// self-signed certificate in the trust store.
-    anchors: Vec<CertificateDer<'static>>,
-    ignored: Vec<SslErrorCode>,
+    /// The system's roots and the configured CAs.
+    trust: TrustStore,
+    ignored: IgnoredErrors,
     decide: Option<SslErrorsCallback>,
 }
 
@@ -339,30 +307,58 @@ pub(crate) fn take_server_certificate_errors() -> Vec<SslError> {
 }
 
 impl ServerIdentityVerifier {
-    pub(crate) fn new(config: &TlsConfig, roots: RootCertStore) -> Result<Self> {
+    pub(crate) fn new(config: &TlsConfig, system_roots: RootCertStore) -> Result<Self> {
         let mode = match config.peer_verify_mode() {
             PeerVerifyMode::AutoVerifyPeer => PeerVerifyMode::VerifyPeer,
             other => other,
         };
-        let trust = if roots.is_empty() {
-            None
-        } else {
-            Some(
-                WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    crypto_provider().clone(),
-                )
-                .build()
-                .map_err(|e| Error::certificate(format!("cannot use the CA certificates: {e}")))?,
-            )
-        };
         Ok(ServerIdentityVerifier {
             mode,
-            trust,
-            anchors: config.ca_certificates().to_vec(),
-            ignored: config.ignored_ssl_errors().to_vec(),
+            trust: TrustStore::new(
+                root_store(system_roots, config)?,
+                config.ca_certificates().to_vec(),
+            ),
+            ignored: config.ignored_errors().clone(),
             decide: config.ssl_errors_callback(),
         })
+    }
+
+    /// Judges the server's chain for `server_name`: records what is wrong
+    /// for `take_server_certificate_errors` and decides. A full handshake
+    /// gets here from rustls's verifier call; a resumed one from the
+    /// handshake loop, with the chain stored with the session.
+    pub(crate) fn judge(
+        &self,
+        chain: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> std::result::Result<(), rustls::Error> {
+        if self.mode == PeerVerifyMode::VerifyNone {
+            return Ok(());
+        }
+        let errors = match chain.split_first() {
+            Some((end_entity, intermediates)) => self.trust.examine(
+                end_entity,
+                intermediates,
+                now,
+                Purpose::TlsServer,
+                Some(server_name),
+            ),
+            None => vec![SslError::new(SslErrorCode::NoPeerCertificate, None)],
+        };
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let accepted = self.mode == PeerVerifyMode::QueryPeer
+            || self.ignored.cover(&errors)
+            || self.decide.as_ref().is_some_and(|decide| decide(&errors));
+        let refusal = trust::refusal(&errors);
+        FOUND.with(|found| *found.borrow_mut() = errors);
+        if accepted {
+            Ok(())
+        } else {
+            Err(refusal)
+        }
     }
 }
 
@@ -380,52 +376,14 @@ impl ServerCertVerifier for ServerIdentityVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
+        _ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        if self.mode == PeerVerifyMode::VerifyNone {
-            return Ok(ServerCertVerified::assertion());
-        }
-        let directly_trusted = self
-            .anchors
-            .iter()
-            .any(|a| a.as_ref() == end_entity.as_ref());
-        let verdict = match &self.trust {
-            _ if directly_trusted => Ok(()),
-            Some(webpki) => webpki
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-                .map(|_| ()),
-            None => Err(rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer,
-            )),
-        };
-        let mut errors = chain_errors(&verdict, end_entity, intermediates, now);
-        // webpki checks the name only on a trusted chain; Qt always does.
-        if !matches_host_name(end_entity, server_name)
-            && !errors
-                .iter()
-                .any(|e| e.code == SslErrorCode::HostNameMismatch)
-        {
-            errors.push(SslError::new(
-                SslErrorCode::HostNameMismatch,
-                Some(end_entity.clone().into_owned()),
-            ));
-        }
-        if errors.is_empty() {
-            return Ok(ServerCertVerified::assertion());
-        }
-        let all_ignored = errors.iter().all(|e| self.ignored.contains(&e.code));
-        let accepted = all_ignored
-            || self.mode == PeerVerifyMode::QueryPeer
-            || self.decide.as_ref().is_some_and(|decide| decide(&errors));
-        FOUND.with(|found| *found.borrow_mut() = errors);
-        if accepted {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(verdict.err().unwrap_or(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName,
-            )))
-        }
+        let chain: Vec<CertificateDer<'_>> = std::iter::once(end_entity.clone())
+            .chain(intermediates.iter().cloned())
+            .collect();
+        self.judge(&chain, server_name, now)
+            .map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -449,112 +407,4 @@ impl ServerCertVerifier for ServerIdentityVerifier {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         supported_schemes()
     }
-}
-
-/// The Qt code for webpki's verdict on a chain.
-fn classify(
-    err: &rustls::Error,
-    end_entity: &CertificateDer<'_>,
-    intermediates: &[CertificateDer<'_>],
-) -> SslErrorCode {
-    use CertificateError as C;
-    let rustls::Error::InvalidCertificate(cert_err) = err else {
-        return SslErrorCode::Unspecified;
-    };
-    let ca_as_leaf = matches!(cert_err, C::Other(other)
-        if matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity)));
-    let issuer_problem = ca_as_leaf
-        || matches!(
-            cert_err,
-            C::UnknownIssuer
-                | C::BadSignature
-                | C::UnsupportedSignatureAlgorithmContext { .. }
-                | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
-        );
-    // An untrusted self-signed leaf is reported as such (as OpenSSL and Qt
-    // do), even when a trusted certificate with the same name made webpki
-    // try, and fail, a signature check.
-    if issuer_problem && is_self_signed(end_entity) {
-        return SslErrorCode::SelfSignedCertificate;
-    }
-    match cert_err {
-        C::UnknownIssuer => {
-            if intermediates.iter().any(is_self_signed) {
-                SslErrorCode::SelfSignedCertificateInChain
-            } else {
-                SslErrorCode::UnableToGetLocalIssuerCertificate
-            }
-        }
-        C::Expired | C::ExpiredContext { .. } => SslErrorCode::CertificateExpired,
-        C::NotValidYet | C::NotValidYetContext { .. } => SslErrorCode::CertificateNotYetValid,
-        C::Revoked => SslErrorCode::CertificateRevoked,
-        C::UnknownRevocationStatus => SslErrorCode::CertificateStatusUnknown,
-        C::BadSignature
-        | C::UnsupportedSignatureAlgorithmContext { .. }
-        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
-            SslErrorCode::CertificateSignatureFailed
-        }
-        C::NotValidForName | C::NotValidForNameContext { .. } => SslErrorCode::HostNameMismatch,
-        C::InvalidPurpose | C::InvalidPurposeContext { .. } => SslErrorCode::InvalidPurpose,
-        C::ApplicationVerificationFailure => SslErrorCode::CertificateRejected,
-        C::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
-            Some(webpki::Error::PathLenConstraintViolated)
-            | Some(webpki::Error::MaximumPathDepthExceeded) => SslErrorCode::PathLengthExceeded,
-            Some(webpki::Error::CaUsedAsEndEntity) => SslErrorCode::InvalidPurpose,
-            Some(webpki::Error::EndEntityUsedAsCa) => SslErrorCode::InvalidCaCertificate,
-            _ => SslErrorCode::Unspecified,
-        },
-        _ => SslErrorCode::Unspecified,
-    }
-}
-
-/// Whether the certificate is valid for `name`: its subject alternative
-/// names (webpki's check), or, when it has no DNS names, its common name
-/// (Qt's fallback, for certificates made without SANs).
-fn matches_host_name(cert: &CertificateDer<'_>, name: &ServerName<'_>) -> bool {
-    if webpki::EndEntityCert::try_from(cert)
-        .is_ok_and(|c| c.verify_is_valid_for_subject_name(name).is_ok())
-    {
-        return true;
-    }
-    let ServerName::DnsName(dns) = name else {
-        return false;
-    };
-    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
-        return false;
-    };
-    let has_dns_names = parsed
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .is_some_and(|san| {
-            san.value
-                .general_names
-                .iter()
-                .any(|n| matches!(n, x509_parser::extensions::GeneralName::DNSName(_)))
-        });
-    if has_dns_names {
-        return false;
-    }
-    let wanted = dns.as_ref().to_ascii_lowercase();
-    let matched = parsed
-        .subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok())
-        .any(|cn| {
-            let cn = cn.to_ascii_lowercase();
-            match cn.strip_prefix("*.") {
-                Some(suffix) => wanted
-                    .split_once('.')
-                    .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
-                None => cn == wanted,
-            }
-        });
-    matched
-}
-
-fn is_self_signed(cert: &CertificateDer<'_>) -> bool {
-    x509_parser::parse_x509_certificate(cert.as_ref())
-        .map(|(_, c)| c.issuer().as_raw() == c.subject().as_raw())
-        .unwrap_or(false)
 }

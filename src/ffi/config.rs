@@ -299,9 +299,20 @@ pub extern "C" fn sslconfig_certificate_chain_pem(
     })
 }
 
-/// Client mode (sslsocket_connect_encrypted): server-certificate errors to
-/// accept without asking, like Qt's ignoreSslErrors(list). A handshake goes
-/// on when every error found is in this list. count 0 clears it.
+/// Certificate errors to accept without asking, like Qt's
+/// ignoreSslErrors(list): of the server's certificate in client mode, and of
+/// client certificates on a server. A handshake goes on only when EVERY
+/// error found is ignored; an untrusted certificate always has an issuer
+/// error (SELF_SIGNED_CERTIFICATE or UNABLE_TO_GET_LOCAL_ISSUER_CERTIFICATE),
+/// so ignoring CERTIFICATE_EXPIRED alone never accepts one.
+///
+/// WARNING: these codes apply to ANY certificate a peer presents. Ignoring
+/// an issuer error this way accepts every certificate anyone can make;
+/// bind such an ignore to the one certificate you expect with
+/// sslconfig_add_ignored_ssl_error instead.
+///
+/// Replaces every ignore set before (also those bound to a certificate);
+/// count 0 clears them.
 #[no_mangle]
 pub extern "C" fn sslconfig_set_ignored_ssl_errors(
     cfg: *mut sslconfig,
@@ -332,6 +343,41 @@ pub extern "C" fn sslconfig_set_ignored_ssl_errors(
             })
             .collect::<Result<Vec<_>, _>>()?;
         c.set_ignored_ssl_errors(&codes);
+        Ok(())
+    })
+}
+
+/// Accepts the certificate error `code` without asking, only for the
+/// certificate whose DER encoding is `cert_der` (`cert_der_len` bytes), as
+/// Qt's QSslError(error, certificate) in an ignore list does. Adds to the
+/// ignores set before. With cert_der NULL and cert_der_len 0, `code` is
+/// ignored for any certificate (see the warning at
+/// sslconfig_set_ignored_ssl_errors). Errors that concern no certificate
+/// (NO_PEER_CERTIFICATE) are ignored only for any certificate.
+///
+/// An error names the certificate it concerns (`certificate_der` in
+/// sslserver_ssl_error): the leaf for issuer, purpose and name errors, the
+/// expired certificate itself for date errors.
+#[no_mangle]
+pub extern "C" fn sslconfig_add_ignored_ssl_error(
+    cfg: *mut sslconfig,
+    code: RawSslErrorCode,
+    cert_der: *const u8,
+    cert_der_len: usize,
+) -> sslserver_result {
+    with_config(cfg, |c| {
+        let code = SslErrorCode::from_raw(code)
+            .ok_or_else(|| Failure::invalid(format!("{code} is not a certificate error code")))?;
+        // SAFETY: the caller passes `cert_der_len` bytes at `cert_der` (NULL with 0).
+        let der = unsafe { bytes(cert_der, cert_der_len, "cert_der") }?;
+        let certificate = if der.is_empty() {
+            None
+        } else {
+            x509_parser::parse_x509_certificate(der)
+                .map_err(|_| Failure::invalid("cert_der is not a DER certificate"))?;
+            Some(der)
+        };
+        c.add_ignored_ssl_error(code, certificate);
         Ok(())
     })
 }

@@ -338,6 +338,26 @@ pub fn connect_to(
     Ok(stream)
 }
 
+/// As [`connect`], also returning the client's port, which identifies the
+/// connection in the server's events whether or not the handshake succeeded.
+pub fn connect_from_port(
+    port: u16,
+    config: Arc<ClientConfig>,
+) -> (u16, Result<Client, std::io::Error>) {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let local = tcp.local_addr().unwrap().port();
+    tcp.set_read_timeout(Some(SOON)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(config, name).unwrap();
+    let mut stream = StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
+            return (local, Err(e));
+        }
+    }
+    (local, Ok(stream))
+}
+
 /// The local (client-side) port of a client.
 pub fn port_of(client: &Client) -> u16 {
     client.sock.local_addr().unwrap().port()
@@ -703,4 +723,71 @@ pub fn send_raw(port: u16, bytes: &[u8], half_close: bool) -> (u16, Vec<u8>, boo
         }
     };
     (client_port, reply, closed, sent.elapsed())
+}
+
+/// A rustls client presenting `chain` with the given protocol versions,
+/// accepting any server (the server's certificate is not what the tests
+/// using it are about). Its sessions resume.
+pub fn client_presenting(
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    Arc::new(
+        ClientConfig::builder_with_protocol_versions(versions)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer))
+            .with_client_auth_cert(chain.to_vec(), key.clone_key())
+            .unwrap(),
+    )
+}
+
+#[derive(Debug)]
+pub struct AcceptAnyServer;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
