@@ -69,6 +69,9 @@ impl Common {
 pub struct Server {
     common: Arc<Common>,
     session: Mutex<Option<Arc<Session>>>,
+    /// Held from the "already listening?" check until the new session is
+    /// stored, so two racing listens cannot both start one.
+    starting: Mutex<()>,
 }
 
 impl Default for Server {
@@ -91,6 +94,7 @@ impl Server {
                 last_error: Mutex::new((SocketError::Unknown, String::new())),
             }),
             session: Mutex::new(None),
+            starting: Mutex::new(()),
         }
     }
 
@@ -157,6 +161,7 @@ impl Server {
     /// Listens on `address` (`None` or "" = every address, dual-stack where
     /// possible) and `port` (0 = ephemeral).
     pub fn listen(&self, address: Option<&str>, port: u16) -> Result<()> {
+        let _starting = self.starting.lock();
         let result = self.check_can_listen().and_then(|()| {
             let listener = bind(address, port, self.listen_backlog_size())?;
             self.start(listener).map_err(|(error, _listener)| error)
@@ -171,6 +176,7 @@ impl Server {
         &self,
         listener: TcpListener,
     ) -> std::result::Result<(), (Error, TcpListener)> {
+        let _starting = self.starting.lock();
         let result = match self.check_can_listen() {
             Ok(()) => self.start(listener),
             Err(error) => Err((error, listener)),
