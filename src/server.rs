@@ -549,6 +549,9 @@ impl Session {
         // The deadline counts from accept, not from when the thread first runs.
         let timeout_ms = self.common.handshake_timeout_ms.load(Ordering::Relaxed);
         let deadline = HandshakeDeadline::starting_now(timeout_ms);
+        // The certificate in force at accept, so a rotation never applies to
+        // a connection accepted before it.
+        let tls = self.common.tls.lock().clone();
         let session = self.clone();
         let for_thread = connection.clone();
         let started = connection.start_handshake(move || {
@@ -556,7 +559,7 @@ impl Session {
             // leave its client hanging.
             let served = catch_unwind(AssertUnwindSafe(|| {
                 SERVING.set(Some((Arc::as_ptr(&session) as usize, id)));
-                session.serve(id, for_thread.clone(), deadline)
+                session.serve(id, for_thread.clone(), tls, deadline)
             }));
             SERVING.set(None);
             if served.is_err() {
@@ -580,8 +583,13 @@ impl Session {
     }
 
     /// The handshake thread: handshake, queue, PENDING_CONNECTION_AVAILABLE.
-    fn serve(&self, id: u64, connection: Arc<Connection>, deadline: HandshakeDeadline) {
-        let tls = self.common.tls.lock().clone();
+    fn serve(
+        &self,
+        id: u64,
+        connection: Arc<Connection>,
+        tls: Option<Arc<ServerTls>>,
+        deadline: HandshakeDeadline,
+    ) {
         let handshaken = match tls {
             Some(tls) => handshake::perform(&connection, &tls, &self.events, deadline),
             None => None,

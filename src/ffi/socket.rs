@@ -259,11 +259,8 @@ pub extern "C" fn sslsocket_peer_certificate_der(
     der: *mut *const u8,
     der_len: *mut usize,
 ) -> sslserver_result {
-    call(|| {
-        // SAFETY: the C caller passes NULL or a live sslsocket.
-        let Some(s) = (unsafe { s.as_ref() }) else {
-            return Err(Failure::null("s"));
-        };
+    // The socket is held for the call, like every other handle call.
+    with_handle(s, "s", |s| {
         if der.is_null() || der_len.is_null() {
             return Err(Failure::null(if der.is_null() { "der" } else { "der_len" }));
         }
