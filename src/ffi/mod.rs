@@ -4,9 +4,10 @@
 //! the reason it is sound.
 //!
 //! Handles: `sslconfig` is a `Box`; `sslserver` and `sslsocket` are `Arc`s,
-//! and every call on them holds its own reference for its duration, so
-//! freeing a handle while another thread is blocked in a call on it wakes
-//! that call with an error instead of pulling memory from under it.
+//! and every call on them holds its own reference for its duration. To wake
+//! a thread blocked on a handle, call sslsocket_abort or sslserver_close from
+//! another thread; free a handle only when no other thread is inside a call
+//! on it (abort/close wake, then join, then free).
 
 #![allow(non_camel_case_types)]
 // These functions are for C callers, for whom `unsafe fn` means nothing; the
