@@ -44,6 +44,39 @@ fn concurrent_listens_exactly_one_succeeds() {
     }
 }
 
+/// listen racing sslserver_set_socket_descriptor (adopt_listener): one
+/// wins, the other is INVALID_STATE and gets its listener back.
+#[test]
+fn listen_racing_an_adopted_descriptor_exactly_one_succeeds() {
+    let ca = TestCa::new("lifetimes");
+    let config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    for round in 0..200 {
+        let server = Arc::new(Server::new());
+        server.set_config(&config).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let adopter = {
+            let (server, barrier) = (server.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                server.adopt_listener(listener).map_err(|(e, _)| e)
+            })
+        };
+        barrier.wait();
+        let listened = server.listen(Some("127.0.0.1"), 0);
+        let adopted = adopter.join().unwrap();
+        let results = [listened, adopted];
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+        let lost = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+        assert_eq!(lost.kind(), ErrorKind::InvalidState, "round {round}");
+        server.close();
+    }
+}
+
 /// A count whose byte size wraps around usize must be refused, not turned
 /// into a short slice over the caller's memory.
 #[test]
