@@ -654,10 +654,11 @@ const char *sslserver_event_kind_name(sslserver_event_kind kind);
 // Creates a server (not listening, no certificate). NULL only if out of memory.
 struct sslserver *sslserver_new(void);
 
-// Closes the server (as sslserver_close) and frees it. Safe at any moment
-// and from any thread, except from one of its own callbacks. Calls blocked
-// on the server in other threads return (false / NULL). Connections already
-// taken with sslserver_next_pending_connection stay valid. NULL is a no-op.
+// Closes the server (as sslserver_close) and frees it. Not from one of its
+// own callbacks, and only when no other thread is inside a call on this
+// server: to wake a thread blocked on it, call sslserver_close first, join
+// that thread, then free. Connections already taken with
+// sslserver_next_pending_connection stay valid. NULL is a no-op.
 void sslserver_free(struct sslserver *server);
 
 // Copies and validates `cfg` (certificate and matching key required) and
@@ -724,8 +725,11 @@ enum sslserver_result sslserver_server_address(const struct sslserver *server,
 
 // Stops listening: aborts handshakes in flight, closes queued connections
 // and joins the library's threads; no callback runs after it returns (other
-// than one already running on the calling thread). Safe at any moment, from
-// any thread and from callbacks. sslserver_listen may be called again.
+// than one already running on the calling thread), and every thread calling
+// it at once returns only when all of that is done. Safe at any moment, from
+// any thread and from callbacks. It wakes threads blocked on the server
+// (they return false / NULL): call it, join them, then sslserver_free.
+// sslserver_listen may be called again.
 void sslserver_close(struct sslserver *server);
 
 // Stops accepting; new clients wait in the kernel backlog.
@@ -915,8 +919,9 @@ void sslsocket_abort(struct sslsocket *s);
 
 // Disconnects gracefully if still open (close_notify), then frees the
 // socket. Only for sockets from sslserver_next_pending_connection (never an
-// event's borrowed socket). Calls blocked on it in other threads return
-// SSLSERVER_ERROR_CLOSED. NULL is a no-op.
+// event's borrowed socket). Only when no other thread is inside a call on
+// this socket: to wake a thread blocked on it, call sslsocket_abort first,
+// join that thread, then free. NULL is a no-op.
 void sslsocket_free(struct sslsocket *s);
 
 #ifdef __cplusplus

@@ -4,6 +4,7 @@
 //! written by the application's threads, exactly like an accepted one.
 
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 
@@ -38,7 +39,11 @@ pub fn connect_encrypted(
         ));
     }
     let deadline = HandshakeDeadline::starting_now(timeout_ms);
-    let name = verify_name.filter(|n| !n.is_empty()).unwrap_or(host);
+    // "[::1]" is how a URL writes an IPv6 literal; the name to verify is
+    // the address itself.
+    let name = verify_name
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| without_brackets(host));
     let server_name = ServerName::try_from(name.to_string())
         .map_err(|_| Error::invalid_argument(format!("'{name}' is not a valid host name")))?;
     let stream = connect_tcp(host, port, deadline)?;
@@ -100,9 +105,55 @@ fn connect_tcp(host: &str, port: u16, deadline: HandshakeDeadline) -> Result<Tcp
 /// interrupted, so a name is looked up on a thread of its own; one that
 /// outlives the deadline finishes on its own and its answer is dropped.
 fn resolve(host: &str, port: u16, deadline: HandshakeDeadline) -> Result<Vec<SocketAddr>> {
-    resolve_with(host, port, deadline, |name, port| {
+    static SYSTEM_LOOKUPS: LookupSlots = LookupSlots::new(MAX_OUTSTANDING_LOOKUPS);
+    resolve_with(host, port, deadline, &SYSTEM_LOOKUPS, |name, port| {
         (name, port).to_socket_addrs().map(Vec::from_iter)
     })
+}
+
+/// "[::1]" -> "::1"; anything else unchanged.
+fn without_brackets(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Lookup threads may outlive their deadline (getaddrinfo cannot be
+/// interrupted); under a hung resolver they would pile up without bound.
+/// Past this many still running, a lookup fails at once instead.
+const MAX_OUTSTANDING_LOOKUPS: usize = 16;
+
+/// Counts lookup threads still running, against a fixed cap.
+struct LookupSlots {
+    in_use: AtomicUsize,
+    cap: usize,
+}
+
+impl LookupSlots {
+    const fn new(cap: usize) -> Self {
+        LookupSlots {
+            in_use: AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    fn try_take(&'static self) -> Option<LookupSlot> {
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.cap).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| LookupSlot(self))
+    }
+}
+
+/// One taken slot, given back when the lookup thread ends.
+struct LookupSlot(&'static LookupSlots);
+
+impl Drop for LookupSlot {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 type Lookup = fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>;
@@ -111,9 +162,10 @@ fn resolve_with(
     host: &str,
     port: u16,
     deadline: HandshakeDeadline,
+    slots: &'static LookupSlots,
     system_lookup: Lookup,
 ) -> Result<Vec<SocketAddr>> {
-    let host_only = host.trim_start_matches('[').trim_end_matches(']');
+    let host_only = without_brackets(host);
     if let Ok(ip) = host_only.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
@@ -127,10 +179,21 @@ fn resolve_with(
         Ok(None) => return lookup().map_err(|e| cannot_resolve(host, &e)),
         Ok(Some(left)) => left,
     };
+    let Some(slot) = slots.try_take() else {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "cannot resolve '{host}': {} earlier name lookups are still running \
+                 (the resolver is not answering)",
+                slots.cap
+            ),
+        ));
+    };
     let (answer, answered) = crossbeam_channel::bounded(1);
     let lookup_thread = thread::Builder::new().name("sslserver-dns".into()).spawn({
         let lookup = lookup.clone();
         move || {
+            let _slot = slot;
             let _ = answer.send(lookup());
         }
     });
@@ -277,10 +340,12 @@ mod tests {
             Ok(Vec::new())
         };
         let started = Instant::now();
+        static SLOTS: LookupSlots = LookupSlots::new(4);
         let err = resolve_with(
             "slow.example",
             443,
             HandshakeDeadline::starting_now(100),
+            &SLOTS,
             slow,
         )
         .expect_err("the lookup outlives the deadline");
@@ -296,9 +361,69 @@ mod tests {
     fn address_literals_are_not_looked_up() {
         let never: Lookup = |_, _| panic!("an address literal was looked up");
         let deadline = HandshakeDeadline::starting_now(100);
-        let v6 = resolve_with("[::1]", 443, deadline, never).unwrap();
+        static SLOTS: LookupSlots = LookupSlots::new(1);
+        let v6 = resolve_with("[::1]", 443, deadline, &SLOTS, never).unwrap();
         assert_eq!(v6, vec!["[::1]:443".parse::<SocketAddr>().unwrap()]);
-        let v4 = resolve_with("127.0.0.1", 443, deadline, never).unwrap();
+        let plain_v6 = resolve_with("::1", 443, deadline, &SLOTS, never).unwrap();
+        assert_eq!(plain_v6, v6);
+        let v4 = resolve_with("127.0.0.1", 443, deadline, &SLOTS, never).unwrap();
         assert_eq!(v4, vec!["127.0.0.1:443".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn hung_lookups_are_capped_and_the_next_fails_fast() {
+        let hung: Lookup = |_, _| {
+            thread::sleep(Duration::from_secs(5));
+            Ok(Vec::new())
+        };
+        static SLOTS: LookupSlots = LookupSlots::new(3);
+        for _ in 0..3 {
+            let err = resolve_with(
+                "hung.example",
+                443,
+                HandshakeDeadline::starting_now(20),
+                &SLOTS,
+                hung,
+            )
+            .expect_err("the lookup outlives its deadline");
+            assert_eq!(err.kind(), ErrorKind::Timeout);
+        }
+        let started = Instant::now();
+        let err = resolve_with(
+            "hung.example",
+            443,
+            HandshakeDeadline::starting_now(2000),
+            &SLOTS,
+            hung,
+        )
+        .expect_err("no slot is free");
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert!(err.message().contains("still running"), "{}", err.message());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "waited {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_bracketed_ipv6_literal_is_a_valid_host() {
+        let port = std::net::TcpListener::bind("[::1]:0").map(|l| l.local_addr().unwrap().port());
+        let Ok(port) = port else {
+            return; // no IPv6 loopback on this machine
+        };
+        // The listener is gone: the connection is refused, which proves the
+        // host was accepted and looked up.
+        let config = TlsConfig::new();
+        for host in ["[::1]", "::1"] {
+            let err = connect_encrypted(host, port, &config, None, 2000)
+                .expect_err("nothing listens there any more");
+            assert_ne!(
+                err.kind(),
+                ErrorKind::InvalidArgument,
+                "{host}: {}",
+                err.message()
+            );
+        }
     }
 }

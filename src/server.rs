@@ -69,6 +69,9 @@ impl Common {
 pub struct Server {
     common: Arc<Common>,
     session: Mutex<Option<Arc<Session>>>,
+    /// Held from the "already listening?" check until the new session is
+    /// stored, so two racing listens cannot both start one.
+    starting: Mutex<()>,
 }
 
 impl Default for Server {
@@ -91,6 +94,7 @@ impl Server {
                 last_error: Mutex::new((SocketError::Unknown, String::new())),
             }),
             session: Mutex::new(None),
+            starting: Mutex::new(()),
         }
     }
 
@@ -157,6 +161,7 @@ impl Server {
     /// Listens on `address` (`None` or "" = every address, dual-stack where
     /// possible) and `port` (0 = ephemeral).
     pub fn listen(&self, address: Option<&str>, port: u16) -> Result<()> {
+        let _starting = self.starting.lock();
         let result = self.check_can_listen().and_then(|()| {
             let listener = bind(address, port, self.listen_backlog_size())?;
             self.start(listener).map_err(|(error, _listener)| error)
@@ -171,6 +176,7 @@ impl Server {
         &self,
         listener: TcpListener,
     ) -> std::result::Result<(), (Error, TcpListener)> {
+        let _starting = self.starting.lock();
         let result = match self.check_can_listen() {
             Ok(()) => self.start(listener),
             Err(error) => Err((error, listener)),
@@ -238,9 +244,15 @@ impl Server {
     /// Stops listening; see the module docs. Safe from any thread, also from
     /// inside a callback (that callback's own thread is not joined).
     pub fn close(&self) {
-        let session = self.session.lock().take();
-        if let Some(session) = session {
-            session.close();
+        // The session stays stored until it is fully closed, so a second
+        // concurrent close waits for it too instead of returning early.
+        let Some(session) = self.current() else {
+            return;
+        };
+        session.close();
+        let mut slot = self.session.lock();
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &session)) {
+            *slot = None;
         }
     }
 
@@ -365,6 +377,12 @@ fn bind_one(addr: SocketAddr, backlog: i32, dual_stack: bool) -> Result<TcpListe
     Ok(socket.into())
 }
 
+std::thread_local! {
+    /// The session (by address) and connection id whose handshake thread
+    /// this is, so a callback that closes its own server skips itself.
+    static SERVING: std::cell::Cell<Option<(usize, u64)>> = const { std::cell::Cell::new(None) };
+}
+
 /// What the session's lock protects.
 pub(crate) struct SessionState {
     /// Handshaken connections, oldest first.
@@ -372,6 +390,13 @@ pub(crate) struct SessionState {
     /// Connections whose thread is still in the handshake (or waiting for a
     /// queue slot), by id.
     handshakes: HashMap<u64, Arc<Connection>>,
+    /// Connection threads (by connection id) that may still run a callback:
+    /// from before their thread starts until their last callback returned.
+    /// close waits for this to empty, also after a connection left the
+    /// queue, since its thread may still be inside the pending callback.
+    running: std::collections::HashSet<u64>,
+    /// The accept thread has not finished yet.
+    accepting: bool,
     next_id: u64,
 }
 
@@ -385,6 +410,9 @@ pub(crate) struct Session {
     events: EventSink,
     waker: accept::Waker,
     accept_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Kept after the handle is taken, so any closer can tell whether it
+    /// runs on the accept thread (a callback there must not wait for itself).
+    accept_thread_id: Mutex<Option<std::thread::ThreadId>>,
     fd: i32,
     local: SocketAddr,
 }
@@ -412,6 +440,8 @@ impl Session {
             state: Mutex::new(SessionState {
                 queue: Default::default(),
                 handshakes: HashMap::new(),
+                running: Default::default(),
+                accepting: true,
                 next_id: 0,
             }),
             changed: Condvar::new(),
@@ -419,6 +449,7 @@ impl Session {
             fd: acceptor.fd(),
             waker,
             accept_thread: Mutex::new(None),
+            accept_thread_id: Mutex::new(None),
             local,
         });
         // The acceptor waits in a slot so a failed spawn can hand the
@@ -432,9 +463,12 @@ impl Session {
                 if let Some(acceptor) = acceptor {
                     acceptor.run(&for_thread);
                 }
+                for_thread.state.lock().accepting = false;
+                for_thread.changed.notify_all();
             });
         match spawned {
             Ok(handle) => {
+                *session.accept_thread_id.lock() = Some(handle.thread().id());
                 *session.accept_thread.lock() = Some(handle);
                 Ok(session)
             }
@@ -509,26 +543,37 @@ impl Session {
             state.next_id += 1;
             let id = state.next_id;
             state.handshakes.insert(id, connection.clone());
+            state.running.insert(id);
             id
         };
         // The deadline counts from accept, not from when the thread first runs.
         let timeout_ms = self.common.handshake_timeout_ms.load(Ordering::Relaxed);
         let deadline = HandshakeDeadline::starting_now(timeout_ms);
+        // The certificate in force at accept, so a rotation never applies to
+        // a connection accepted before it.
+        let tls = self.common.tls.lock().clone();
         let session = self.clone();
         let for_thread = connection.clone();
         let started = connection.start_handshake(move || {
             // A bug in one connection must not leak its handshake slot or
             // leave its client hanging.
             let served = catch_unwind(AssertUnwindSafe(|| {
-                session.serve(id, for_thread.clone(), deadline)
+                SERVING.set(Some((Arc::as_ptr(&session) as usize, id)));
+                session.serve(id, for_thread.clone(), tls, deadline)
             }));
+            SERVING.set(None);
             if served.is_err() {
                 for_thread.abort();
                 session.forget(id);
             }
+            session.state.lock().running.remove(&id);
+            session.changed.notify_all();
         });
         started.map_err(|e| {
-            self.state.lock().handshakes.remove(&id);
+            let mut state = self.state.lock();
+            state.handshakes.remove(&id);
+            state.running.remove(&id);
+            drop(state);
             connection.abort();
             Error::new(
                 ErrorKind::Io,
@@ -538,8 +583,13 @@ impl Session {
     }
 
     /// The handshake thread: handshake, queue, PENDING_CONNECTION_AVAILABLE.
-    fn serve(&self, id: u64, connection: Arc<Connection>, deadline: HandshakeDeadline) {
-        let tls = self.common.tls.lock().clone();
+    fn serve(
+        &self,
+        id: u64,
+        connection: Arc<Connection>,
+        tls: Option<Arc<ServerTls>>,
+        deadline: HandshakeDeadline,
+    ) {
         let handshaken = match tls {
             Some(tls) => handshake::perform(&connection, &tls, &self.events, deadline),
             None => None,
@@ -588,6 +638,9 @@ impl Session {
         true
     }
 
+    /// Returns once no thread of this session runs a callback or touches
+    /// the server any more, however many threads call it at once; a
+    /// callback closing its own server does not wait for itself.
     fn close(&self) {
         {
             let _state = self.state.lock();
@@ -595,10 +648,18 @@ impl Session {
             self.changed.notify_all();
         }
         self.waker.wake();
+        let on_accept_thread = *self.accept_thread_id.lock() == Some(std::thread::current().id());
         let accept_thread = self.accept_thread.lock().take();
         if let Some(handle) = accept_thread {
-            if handle.thread().id() != std::thread::current().id() {
+            if !on_accept_thread {
                 let _ = handle.join();
+            }
+        }
+        if !on_accept_thread {
+            // Another closer may hold the handle and still be joining.
+            let mut state = self.state.lock();
+            while state.accepting {
+                self.changed.wait(&mut state);
             }
         }
         // The accept thread is gone, so every connection it started is in
@@ -617,6 +678,14 @@ impl Session {
         }
         for connection in handshakes.iter().chain(&queued) {
             connection.wait_for_work();
+        }
+        let own = SERVING
+            .get()
+            .filter(|&(session, _)| session == self as *const Session as usize)
+            .map(|(_, id)| id);
+        let mut state = self.state.lock();
+        while state.running.iter().any(|&id| Some(id) != own) {
+            self.changed.wait(&mut state);
         }
     }
 }

@@ -505,9 +505,9 @@ fn next_pending_connection_from_inside_pending_connection_available() {
 }
 
 #[test]
-fn free_and_close_wake_every_thread_blocked_in_wait_for_new_connection() {
+fn close_wakes_every_thread_blocked_in_wait_for_new_connection_then_free() {
     let ca = TestCa::new("ca");
-    for free in [false, true] {
+    {
         let ctx = Ctx::new(Action::Record);
         let (server, _port) = c_server(&ca, &ctx, 5000);
         let handle = Handle(server as usize);
@@ -527,42 +527,27 @@ fn free_and_close_wake_every_thread_blocked_in_wait_for_new_connection() {
             assert!(waiter.try_recv().is_err(), "still waiting");
         }
         let started = Instant::now();
-        if free {
-            within(WAKE_BOUND, "sslserver_free", move || {
-                sslserver_free(handle.server())
-            });
-        } else {
-            within(WAKE_BOUND, "sslserver_close", move || {
-                sslserver_close(handle.server())
-            });
-        }
+        within(WAKE_BOUND, "sslserver_close", move || {
+            sslserver_close(handle.server())
+        });
         for waiter in waiters {
-            let outcome = waiter.recv_timeout(WAKE_BOUND).unwrap_or_else(|_| {
-                panic!(
-                    "a waiter hangs after {}",
-                    if free { "free" } else { "close" }
-                )
-            });
+            let outcome = waiter
+                .recv_timeout(WAKE_BOUND)
+                .unwrap_or_else(|_| panic!("a waiter hangs after close"));
             assert_eq!(
                 outcome,
                 (false, false),
                 "woken with no connection, not a timeout"
             );
         }
-        eprintln!(
-            "{} woke 4 waiters in {:?}",
-            if free { "free" } else { "close" },
-            started.elapsed()
-        );
-        if !free {
-            sslserver_free(server);
-        }
+        eprintln!("close woke 4 waiters in {:?}", started.elapsed());
+        sslserver_free(server);
         drop(ctx);
     }
 }
 
 #[test]
-fn freeing_a_socket_wakes_a_blocked_read_and_a_blocked_wait_for_ready_read() {
+fn abort_wakes_a_blocked_read_and_a_blocked_wait_for_ready_read_then_free() {
     let ca = TestCa::new("ca");
     let ctx = Ctx::new(Action::Record);
     let (server, port) = c_server(&ca, &ctx, 5000);
@@ -579,18 +564,19 @@ fn freeing_a_socket_wakes_a_blocked_read_and_a_blocked_wait_for_ready_read() {
         reader.try_recv().is_err() && waiter.try_recv().is_err(),
         "both blocked"
     );
-    within(WAKE_BOUND, "sslsocket_free", move || {
-        sslsocket_free(socket.socket())
+    within(WAKE_BOUND, "sslsocket_abort", move || {
+        sslsocket_abort(socket.socket())
     });
     assert_eq!(
         reader
             .recv_timeout(WAKE_BOUND)
-            .expect("the read hangs after free"),
+            .expect("the read hangs after abort"),
         SSLSERVER_ERROR_CLOSED
     );
     assert!(!waiter
         .recv_timeout(WAKE_BOUND)
-        .expect("wait_for_ready_read hangs after free"));
+        .expect("wait_for_ready_read hangs after abort"));
+    sslsocket_free(socket.socket());
     sslserver_free(server);
     drop(ctx);
 }

@@ -408,7 +408,7 @@ fn listening_server() -> (*mut sslserver::Server, u16, TestCa) {
 struct Handle(usize);
 
 #[test]
-fn free_wakes_a_thread_blocked_in_wait_for_new_connection() {
+fn close_wakes_a_thread_blocked_in_wait_for_new_connection_then_free() {
     let (server, _port, _ca) = listening_server();
     let handle = Handle(server as usize);
     let waiter = thread::spawn(move || {
@@ -417,8 +417,9 @@ fn free_wakes_a_thread_blocked_in_wait_for_new_connection() {
         (got, timed_out)
     });
     thread::sleep(Duration::from_millis(100));
-    sslserver_free(server);
+    sslserver_close(server);
     assert_eq!(waiter.join().unwrap(), (false, false));
+    sslserver_free(server);
 }
 
 #[test]

@@ -5,7 +5,10 @@ use std::ffi::c_char;
 use parking_lot::Mutex;
 
 use super::events::{errors_callback_for, sslconfig_ssl_errors_callback};
-use super::{bytes, call, call_or, copy_out, required_text, text, text_array, CallResult, Failure};
+use super::{
+    array_size, bytes, call, call_or, copy_out, required_text, text, text_array, CallResult,
+    Failure,
+};
 use super::{sslserver_result, RawPeerVerifyMode, RawProtocol, RawSslErrorCode};
 use crate::config::TlsConfig;
 use crate::types::{PeerVerifyMode, Protocol, SslErrorCode};
@@ -320,14 +323,9 @@ pub extern "C" fn sslconfig_set_ignored_ssl_errors(
     count: usize,
 ) -> sslserver_result {
     with_config(cfg, |c| {
+        let size = array_size::<RawSslErrorCode>(count, "codes")?;
         // SAFETY: the caller passes `count` ints at `codes` (NULL with 0).
-        let raw = unsafe {
-            bytes(
-                codes.cast::<u8>(),
-                count * size_of::<RawSslErrorCode>(),
-                "codes",
-            )
-        }?;
+        let raw = unsafe { bytes(codes.cast::<u8>(), size, "codes") }?;
         let codes: &[RawSslErrorCode] = if raw.is_empty() {
             &[]
         } else {

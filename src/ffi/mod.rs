@@ -4,9 +4,10 @@
 //! the reason it is sound.
 //!
 //! Handles: `sslconfig` is a `Box`; `sslserver` and `sslsocket` are `Arc`s,
-//! and every call on them holds its own reference for its duration, so
-//! freeing a handle while another thread is blocked in a call on it wakes
-//! that call with an error instead of pulling memory from under it.
+//! and every call on them holds its own reference for its duration. To wake
+//! a thread blocked on a handle, call sslsocket_abort or sslserver_close from
+//! another thread; free a handle only when no other thread is inside a call
+//! on it (abort/close wake, then join, then free).
 
 #![allow(non_camel_case_types)]
 // These functions are for C callers, for whom `unsafe fn` means nothing; the
@@ -250,6 +251,15 @@ pub(crate) unsafe fn bytes<'a>(
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
+/// The byte size of `count` elements of `T`; a count whose size would wrap
+/// around is refused before any memory is viewed.
+pub(crate) fn array_size<T>(count: usize, name: &str) -> Result<usize, Failure> {
+    count
+        .checked_mul(size_of::<T>())
+        .filter(|&size| size <= isize::MAX as usize)
+        .ok_or_else(|| Failure::invalid(format!("{name}: count {count} is too large")))
+}
+
 /// An array of strings (`names`, `count`); NULL is allowed with count 0.
 ///
 /// # Safety
@@ -259,8 +269,9 @@ pub(crate) unsafe fn text_array(
     count: usize,
     name: &str,
 ) -> Result<Vec<String>, Failure> {
+    let size = array_size::<*const c_char>(count, name)?;
     // SAFETY: per this function's contract the array holds `count` pointers.
-    let pointers = unsafe { bytes(ptr.cast::<u8>(), count * size_of::<*const c_char>(), name) }?;
+    let pointers = unsafe { bytes(ptr.cast::<u8>(), size, name) }?;
     let pointers: &[*const c_char] = if pointers.is_empty() {
         &[]
     } else {

@@ -35,10 +35,11 @@ pub extern "C" fn sslserver_new() -> *mut Server {
     })
 }
 
-/// Closes the server (as sslserver_close) and frees it. Safe at any moment
-/// and from any thread, except from one of its own callbacks. Calls blocked
-/// on the server in other threads return (false / NULL). Connections already
-/// taken with sslserver_next_pending_connection stay valid. NULL is a no-op.
+/// Closes the server (as sslserver_close) and frees it. Not from one of its
+/// own callbacks, and only when no other thread is inside a call on this
+/// server: to wake a thread blocked on it, call sslserver_close first, join
+/// that thread, then free. Connections already taken with
+/// sslserver_next_pending_connection stay valid. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn sslserver_free(server: *mut Server) {
     call_or((), || {
@@ -227,8 +228,11 @@ pub extern "C" fn sslserver_server_address(
 
 /// Stops listening: aborts handshakes in flight, closes queued connections
 /// and joins the library's threads; no callback runs after it returns (other
-/// than one already running on the calling thread). Safe at any moment, from
-/// any thread and from callbacks. sslserver_listen may be called again.
+/// than one already running on the calling thread), and every thread calling
+/// it at once returns only when all of that is done. Safe at any moment, from
+/// any thread and from callbacks. It wakes threads blocked on the server
+/// (they return false / NULL): call it, join them, then sslserver_free.
+/// sslserver_listen may be called again.
 #[no_mangle]
 pub extern "C" fn sslserver_close(server: *mut Server) {
     read_handle(server, (), Server::close)

@@ -259,11 +259,8 @@ pub extern "C" fn sslsocket_peer_certificate_der(
     der: *mut *const u8,
     der_len: *mut usize,
 ) -> sslserver_result {
-    call(|| {
-        // SAFETY: the C caller passes NULL or a live sslsocket.
-        let Some(s) = (unsafe { s.as_ref() }) else {
-            return Err(Failure::null("s"));
-        };
+    // The socket is held for the call, like every other handle call.
+    with_handle(s, "s", |s| {
         if der.is_null() || der_len.is_null() {
             return Err(Failure::null(if der.is_null() { "der" } else { "der_len" }));
         }
@@ -368,8 +365,9 @@ pub extern "C" fn sslsocket_abort(s: *mut Connection) {
 
 /// Disconnects gracefully if still open (close_notify), then frees the
 /// socket. Only for sockets from sslserver_next_pending_connection (never an
-/// event's borrowed socket). Calls blocked on it in other threads return
-/// SSLSERVER_ERROR_CLOSED. NULL is a no-op.
+/// event's borrowed socket). Only when no other thread is inside a call on
+/// this socket: to wake a thread blocked on it, call sslsocket_abort first,
+/// join that thread, then free. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn sslsocket_free(s: *mut Connection) {
     call_or((), || {
