@@ -201,8 +201,12 @@ fn s_client(
     session: &Path,
     out: bool,
 ) -> String {
-    let mut child = Command::new("openssl")
+    // Bounded: a server that wrongly accepts the connection and then never
+    // closes it must fail the test, not hang it.
+    let mut child = Command::new("timeout")
         .args([
+            "20",
+            "openssl",
             "s_client",
             "-connect",
             &format!("127.0.0.1:{port}"),
