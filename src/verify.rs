@@ -190,10 +190,14 @@ impl ClientCertVerifier for PeerVerifier {
 
     /// rustls asks this when a client Certificate message arrives, and uses
     /// the answer only if it is empty. A missing certificate under VERIFY_PEER
-    /// can only be accepted if the application ignored errors before this
-    /// point (from NEW_CONNECTION or STARTED_ENCRYPTION_HANDSHAKE).
+    /// can only be accepted if the configuration ignores NO_PEER_CERTIFICATE
+    /// or the application ignored errors before this point (from
+    /// NEW_CONNECTION or STARTED_ENCRYPTION_HANDSHAKE); the handshake loop
+    /// then reports it.
     fn client_auth_mandatory(&self) -> bool {
+        let missing = [SslError::new(SslErrorCode::NoPeerCertificate, None)];
         self.policy.mode == PeerVerifyMode::VerifyPeer
+            && !self.policy.ignored.cover(&missing)
             && !self
                 .connection
                 .upgrade()

@@ -153,6 +153,35 @@ fn verify_peer_rejects_a_missing_certificate() {
     );
 }
 
+/// The configuration may accept clients without a certificate up front,
+/// like any other error: reported, then let in.
+#[test]
+fn verify_peer_accepts_a_missing_certificate_ignored_by_the_config() {
+    let ca = TestCa::new("ca");
+    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyPeer, Some(&ca));
+    config.set_ignored_ssl_errors(&[SslErrorCode::NoPeerCertificate]);
+    let server = TestServer::start(&config);
+    let client = connect(server.port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    let port = port_of(&client);
+    let events = server.events.finished(port);
+    assert_eq!(
+        kinds_of(&events),
+        [
+            NewConnection,
+            StartedEncryptionHandshake,
+            PeerVerifyError,
+            SslErrors,
+            PendingConnectionAvailable
+        ]
+    );
+    assert_eq!(events[2].ssl_errors, [SslErrorCode::NoPeerCertificate]);
+    let socket = server.accept_one();
+    assert_eq!(
+        socket.ssl_handshake_errors(),
+        [SslErrorCode::NoPeerCertificate]
+    );
+}
+
 #[test]
 fn verify_peer_accepts_a_trusted_certificate() {
     let ca = TestCa::new("ca");
