@@ -9,7 +9,7 @@ mod dtls_support;
 use std::ffi::{c_int, c_void, CStr, CString};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dtls_support::*;
 use sslserver::dtls::{DtlsEvent, DtlsEventKind, DtlsServer};

@@ -22,7 +22,7 @@
 //! draws its cookie differently makes every handshake fail with a clear
 //! error instead of doing anything unverified.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,12 +31,15 @@ use bytes::BytesMut;
 use parking_lot::Mutex;
 use rtc_dtls::cipher_suite::CipherSuiteId;
 use rtc_dtls::config::{ConfigBuilder, HandshakeConfig};
+use rtc_dtls::conn::DTLSConn;
 use rtc_dtls::crypto_provider::providers::AwsLcRsProvider;
 use rtc_dtls::crypto_provider::{CryptoError, RTCCrypto, RTCCryptoProvider, RTCRandom};
 use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
+use rtc_dtls::state::State;
 use rtc_shared::TransportProtocol;
 
 use super::cookie::{self, ClientHello, COOKIE_LEN, SECRET_LEN};
+use super::records;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Looks up the key for a PSK identity; `None` refuses the client.
@@ -52,6 +55,10 @@ const SUITES: [CipherSuiteId; 3] = [
 
 thread_local! {
     static IN_PSK_CALLBACK: Cell<bool> = const { Cell::new(false) };
+    /// The identity the PSK callback refused during the current engine
+    /// call on this thread (the engine reports a refusal as internal_error;
+    /// see `PeerEngine::feed`).
+    static REFUSED_IDENTITY: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
 /// Whether this thread is inside the application's PSK callback, where the
@@ -144,10 +151,14 @@ impl EngineConfig {
             };
             match key {
                 Some(key) if !key.is_empty() => Ok(key),
-                _ => Err(rtc_shared::error::Error::Other(format!(
-                    "unknown PSK identity \"{}\"",
-                    printable(identity)
-                ))),
+                _ => {
+                    REFUSED_IDENTITY
+                        .with(|refused| *refused.borrow_mut() = Some(identity.to_vec()));
+                    Err(rtc_shared::error::Error::Other(format!(
+                        "unknown PSK identity \"{}\"",
+                        printable(identity)
+                    )))
+                }
             }
         };
         let mut builder = ConfigBuilder::default()
@@ -205,13 +216,33 @@ pub(crate) struct Step {
     pub outputs: Vec<Output>,
     pub transmits: Vec<BytesMut>,
     pub error: Option<String>,
+    /// Records dropped because they were malformed or did not authenticate.
+    pub dropped: u64,
 }
+
+/// How often the engine is asked to go on after a queued record failed to
+/// decrypt (each time it takes one more record off its queue).
+const MAX_RESUMES: usize = 64;
 
 /// One peer's DTLS state.
 pub(crate) struct PeerEngine {
     endpoint: Endpoint,
     /// The peer as the socket reports it.
     remote: SocketAddr,
+    config: Arc<HandshakeConfig>,
+    provider: Arc<dyn RTCCryptoProvider>,
+    established: bool,
+    /// Established with a PSK suite: the session's state, from which a copy
+    /// of the session is made to check an encrypted record before the
+    /// engine sees it (the engine answers a record that fails to decrypt
+    /// under a PSK suite with a fatal alert, ending the session).
+    sealed: Option<Vec<u8>>,
+    /// During the handshake: the alert unknown_psk_identity the engine
+    /// wanted to send when a record failed to decrypt. Sent if the handshake
+    /// then misses its deadline (the client's Finished never decrypted: a
+    /// wrong key), never because of the record itself, which anyone could
+    /// have forged.
+    undecryptable: Option<BytesMut>,
 }
 
 impl PeerEngine {
@@ -225,9 +256,15 @@ impl PeerEngine {
         datagram: &[u8],
         now: Instant,
     ) -> std::result::Result<(Self, Step), String> {
+        let provider: Arc<dyn RTCCryptoProvider> = config.provider.clone();
         let mut engine = PeerEngine {
             endpoint: Endpoint::new(local, TransportProtocol::UDP, Some(config.config.clone())),
             remote,
+            config: config.config.clone(),
+            provider,
+            established: false,
+            sealed: None,
+            undecryptable: None,
         };
         let cookie: [u8; COOKIE_LEN] = hello
             .cookie()
@@ -266,21 +303,161 @@ impl PeerEngine {
         Ok((engine, step))
     }
 
-    /// Feeds one datagram from the peer.
+    /// Feeds one datagram from the peer. Records with broken framing, of an
+    /// epoch or kind no genuine client sends, or that fail to decrypt are
+    /// dropped here (counted in `Step::dropped`) and end nothing.
     pub(crate) fn read(&mut self, now: Instant, datagram: &[u8]) -> Step {
         let mut step = Step::default();
-        match self
-            .endpoint
-            .read(now, self.remote, None, BytesMut::from(datagram))
-        {
-            Ok(events) => step.outputs = events.into_iter().filter_map(convert).collect(),
-            Err(e) => step.error = Some(describe(&e)),
+        let framed = records::split(datagram);
+        let framed_len: usize = framed.iter().map(|r| r.bytes.len()).sum();
+        if framed_len < datagram.len() {
+            step.dropped += 1;
         }
-        self.drain(&mut step);
-        if matches!(step.error.as_deref(), Some(ALERT_ERROR)) {
-            step.error = Some(explain_alert(datagram, &step.transmits));
+        let mut kept = Vec::new();
+        for record in framed {
+            if record.plausible() && self.decrypts(&record) {
+                kept.push(record);
+            } else {
+                step.dropped += 1;
+            }
+        }
+        if self.established {
+            // One datagram as the peer sent it: the engine tells a repeat of
+            // the client's last flight from data by the datagram.
+            if !kept.is_empty() {
+                let input: Vec<u8> = kept.iter().flat_map(|r| r.bytes.iter().copied()).collect();
+                self.feed(now, &input, &mut step);
+            }
+        } else {
+            // Record by record: the engine stops at the first record that
+            // fails and would lose the ones after it.
+            for record in kept {
+                self.feed(now, record.bytes, &mut step);
+                if step.error.is_some() {
+                    break;
+                }
+            }
         }
         step
+    }
+
+    /// Whether an encrypted record of an established PSK session decrypts,
+    /// tried on a copy of the session so the engine's own state (replay
+    /// window, alerts) is untouched by a forgery. Other records pass: the
+    /// engine drops a certificate session's undecryptable records itself,
+    /// and a handshake's are dealt with in `feed`.
+    fn decrypts(&self, record: &records::Record<'_>) -> bool {
+        let Some(sealed) = &self.sealed else {
+            return true;
+        };
+        if record.epoch == 0 {
+            return true;
+        }
+        let mut state = State::new(self.provider.clone(), false);
+        if state.unmarshal_binary(sealed).is_err() {
+            return true;
+        }
+        let mut copy = DTLSConn::new(self.config.clone(), false, Some(state));
+        if copy.read(record.bytes).is_ok() {
+            return true;
+        }
+        // An alert: the peer's own (echoed), or unknown_psk_identity for a
+        // record that did not decrypt. The copy has not "completed" its
+        // handshake, so it sends alerts unencrypted.
+        let mut answered_undecryptable = false;
+        while let Some(datagram) = copy.outgoing_raw_packet() {
+            answered_undecryptable |= records::split(&datagram)
+                .iter()
+                .any(|r| r.plaintext_alert() == Some(records::ALERT_UNKNOWN_PSK_IDENTITY));
+        }
+        !answered_undecryptable
+    }
+
+    /// Runs the engine on `input` (one datagram's records, or nothing to let
+    /// it go on with records it queued).
+    fn feed(&mut self, now: Instant, input: &[u8], step: &mut Step) {
+        let mut input = input;
+        for _ in 0..MAX_RESUMES {
+            REFUSED_IDENTITY.with(|refused| refused.borrow_mut().take());
+            let result = self
+                .endpoint
+                .read(now, self.remote, None, BytesMut::from(input));
+            let mut transmits = Vec::new();
+            while let Some(transmit) = self.endpoint.poll_transmit() {
+                transmits.push(transmit.message);
+            }
+            let refused = REFUSED_IDENTITY.with(|refused| refused.borrow_mut().take());
+            match result {
+                Ok(events) => {
+                    for output in events.into_iter().filter_map(convert) {
+                        if matches!(output, Output::HandshakeComplete) {
+                            self.on_established();
+                        }
+                        step.outputs.push(output);
+                    }
+                    step.transmits.extend(transmits);
+                    return;
+                }
+                Err(_) if refused.is_some() => {
+                    // rtc-dtls answers a refused identity with
+                    // internal_error; RFC 4279 2 asks for unknown_psk_identity.
+                    rewrite_alert(
+                        &mut transmits,
+                        records::ALERT_INTERNAL_ERROR,
+                        records::ALERT_UNKNOWN_PSK_IDENTITY,
+                    );
+                    step.transmits.extend(transmits);
+                    step.error = Some(format!(
+                        "unknown PSK identity \"{}\" (refused by the PSK callback); sent alert \
+                         unknown_psk_identity",
+                        printable(&refused.unwrap_or_default())
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    let undecryptable = !self.established
+                        && describe(&e) == ALERT_ERROR
+                        && !records::split(input)
+                            .iter()
+                            .any(|r| r.plaintext_alert().is_some())
+                        && take_alert(&mut transmits, records::ALERT_UNKNOWN_PSK_IDENTITY)
+                            .map(|alert| self.undecryptable.get_or_insert(alert))
+                            .is_some();
+                    step.transmits.extend(transmits);
+                    if !undecryptable {
+                        step.error = Some(match describe(&e) {
+                            reason if reason == ALERT_ERROR => {
+                                explain_alert(input, &step.transmits)
+                            }
+                            reason => reason,
+                        });
+                        return;
+                    }
+                    // A record failed to decrypt during the handshake: it is
+                    // dropped, and the engine goes on with what it queued
+                    // behind it.
+                    step.dropped += 1;
+                    input = &[];
+                }
+            }
+        }
+    }
+
+    fn on_established(&mut self) {
+        self.established = true;
+        self.undecryptable = None;
+        let Some(state) = self.endpoint.get_connection_state(self.remote) else {
+            return;
+        };
+        if state.is_cipher_suite_psk() {
+            self.sealed = state.marshal_binary().ok();
+        }
+    }
+
+    /// The alert for a handshake in which a record failed to decrypt (see
+    /// `undecryptable`), once.
+    pub(crate) fn take_undecryptable_alert(&mut self) -> Option<BytesMut> {
+        self.undecryptable.take()
     }
 
     /// Encrypts `data` into one record for the peer.
@@ -371,22 +548,54 @@ fn explain_alert(received: &[u8], sent: &[BytesMut]) -> String {
         return format!("the peer sent a fatal alert: {}", alert_name(code));
     }
     match sent.iter().find_map(|d| plaintext_alert(d)) {
-        Some(115) => "the client's Finished message did not decrypt (wrong pre-shared key?); \
-             sent alert unknown_psk_identity"
-            .to_string(),
         Some(code) => format!("sent a fatal alert: {}", alert_name(code)),
         None => "the session ended with a fatal alert".to_string(),
     }
 }
 
-/// The description of an unencrypted (epoch 0) alert record that starts
-/// `datagram`.
+/// The description of the first unencrypted alert record in `datagram`.
 fn plaintext_alert(datagram: &[u8]) -> Option<u8> {
-    let record = cookie::first_record(datagram)?;
-    if record.content_type != 21 || record.epoch != 0 {
-        return None;
+    records::split(datagram)
+        .iter()
+        .find_map(records::Record::plaintext_alert)
+}
+
+/// Removes the unencrypted alert records with `description` from the
+/// datagrams to send (dropping datagrams left empty); the first as a
+/// datagram of its own.
+fn take_alert(datagrams: &mut Vec<BytesMut>, description: u8) -> Option<BytesMut> {
+    let mut taken = None;
+    for datagram in datagrams.iter_mut() {
+        let mut rest = BytesMut::new();
+        for record in records::split(datagram) {
+            if record.plaintext_alert() == Some(description) {
+                taken.get_or_insert_with(|| BytesMut::from(record.bytes));
+            } else {
+                rest.extend_from_slice(record.bytes);
+            }
+        }
+        *datagram = rest;
     }
-    datagram.get(14).copied()
+    datagrams.retain(|d| !d.is_empty());
+    taken
+}
+
+/// Changes the description of the unencrypted alert records `from` into
+/// `to` in the datagrams to send.
+fn rewrite_alert(datagrams: &mut [BytesMut], from: u8, to: u8) {
+    for datagram in datagrams.iter_mut() {
+        let mut offset = 0;
+        let spans: Vec<(usize, bool)> = records::split(datagram)
+            .iter()
+            .map(|r| (r.bytes.len(), r.plaintext_alert() == Some(from)))
+            .collect();
+        for (len, matches) in spans {
+            if matches {
+                datagram[offset + records::HEADER_LEN + 1] = to;
+            }
+            offset += len;
+        }
+    }
 }
 
 fn alert_name(code: u8) -> String {

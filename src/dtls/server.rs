@@ -38,6 +38,14 @@ pub const DTLSSERVER_DEFAULT_MAX_PEERS: i32 = 1024;
 /// How long a cookie secret is current, in ms; cookies made with it stay
 /// valid for one more period after it is replaced.
 pub const DTLSSERVER_DEFAULT_COOKIE_LIFETIME_MS: u64 = 60_000;
+/// The DTLS server's default budget of bytes a peer may send before its
+/// handshake completes (and of epoch-0 bytes after it).
+pub const DTLSSERVER_DEFAULT_HANDSHAKE_BUDGET: i32 = 64 * 1024;
+/// The smallest handshake budget accepted: a handshake takes about 1 KiB of
+/// the client's bytes.
+pub const DTLSSERVER_MIN_HANDSHAKE_BUDGET: i32 = 2048;
+/// The DTLS server's default bound on handshaking peers per IP address.
+pub const DTLSSERVER_DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: i32 = 32;
 /// The largest plaintext one datagram may carry (one DTLS record).
 pub const DTLSSERVER_MAX_DATAGRAM_PAYLOAD: usize = 16384;
 
@@ -144,6 +152,14 @@ pub struct DtlsStats {
     /// Datagrams from unknown addresses that were not a ClientHello, and
     /// datagrams over a peer's budget.
     pub datagrams_dropped: u64,
+    /// Records from peers that were malformed, of an epoch or kind no
+    /// genuine client sends, or did not decrypt: dropped silently.
+    pub records_dropped: u64,
+    /// Peers dropped for sending more than the handshake budget.
+    pub peers_over_budget: u64,
+    /// Verified ClientHellos refused because their address had the maximum
+    /// number of handshakes in progress.
+    pub handshakes_refused_per_address: u64,
 }
 
 #[derive(Default)]
@@ -154,6 +170,9 @@ struct Counters {
     handshakes_started: AtomicU64,
     handshakes_completed: AtomicU64,
     datagrams_dropped: AtomicU64,
+    records_dropped: AtomicU64,
+    peers_over_budget: AtomicU64,
+    handshakes_refused_per_address: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -168,6 +187,8 @@ struct Common {
     handshake_timeout_ms: AtomicI32,
     idle_timeout_ms: AtomicI32,
     max_peers: AtomicI32,
+    handshake_budget: AtomicI32,
+    max_handshakes_per_address: AtomicI32,
     cookie_lifetime_ms: AtomicU64,
     last_error: Mutex<(SocketError, String)>,
 }
@@ -217,6 +238,10 @@ impl DtlsServer {
                 handshake_timeout_ms: AtomicI32::new(DTLSSERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS),
                 idle_timeout_ms: AtomicI32::new(DTLSSERVER_DEFAULT_IDLE_TIMEOUT_MS),
                 max_peers: AtomicI32::new(DTLSSERVER_DEFAULT_MAX_PEERS),
+                handshake_budget: AtomicI32::new(DTLSSERVER_DEFAULT_HANDSHAKE_BUDGET),
+                max_handshakes_per_address: AtomicI32::new(
+                    DTLSSERVER_DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
+                ),
                 cookie_lifetime_ms: AtomicU64::new(DTLSSERVER_DEFAULT_COOKIE_LIFETIME_MS),
                 last_error: Mutex::new((SocketError::Unknown, String::new())),
             }),
@@ -297,6 +322,49 @@ impl DtlsServer {
 
     pub fn max_peers(&self) -> i32 {
         self.common.max_peers.load(Ordering::Relaxed)
+    }
+
+    /// Bytes a peer may send before its handshake completes (default 64 KiB,
+    /// at least 2048); a peer that sends more is dropped. Every byte counts,
+    /// whether it authenticates or not, so a peer (or whoever spoofs its
+    /// address) cannot make the engine buffer more. After the handshake the
+    /// same budget bounds the peer's unencrypted (epoch 0) bytes, which are
+    /// dropped past it. Applies to handshakes started afterwards.
+    pub fn set_handshake_budget(&self, bytes: i32) -> Result<()> {
+        if bytes < DTLSSERVER_MIN_HANDSHAKE_BUDGET {
+            return Err(Error::invalid_argument(format!(
+                "the handshake budget must be at least {DTLSSERVER_MIN_HANDSHAKE_BUDGET} bytes \
+                 (a handshake takes about 1 KiB)"
+            )));
+        }
+        self.common.handshake_budget.store(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn handshake_budget(&self) -> i32 {
+        self.common.handshake_budget.load(Ordering::Relaxed)
+    }
+
+    /// Bounds the peers from one IP address whose handshake has not
+    /// completed (default 32, at least 1), so one host cannot fill the peer
+    /// table from many ports. A verified ClientHello over it is dropped with
+    /// an error event; established peers do not count.
+    pub fn set_max_handshakes_per_address(&self, n: i32) -> Result<()> {
+        if n < 1 {
+            return Err(Error::invalid_argument(
+                "the maximum number of handshakes per address must be at least 1",
+            ));
+        }
+        self.common
+            .max_handshakes_per_address
+            .store(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn max_handshakes_per_address(&self) -> i32 {
+        self.common
+            .max_handshakes_per_address
+            .load(Ordering::Relaxed)
     }
 
     /// How long a cookie secret is current (at least 1 ms); a cookie stays
@@ -415,6 +483,11 @@ impl DtlsServer {
             handshakes_started: c.handshakes_started.load(Ordering::Relaxed),
             handshakes_completed: c.handshakes_completed.load(Ordering::Relaxed),
             datagrams_dropped: c.datagrams_dropped.load(Ordering::Relaxed),
+            records_dropped: c.records_dropped.load(Ordering::Relaxed),
+            peers_over_budget: c.peers_over_budget.load(Ordering::Relaxed),
+            handshakes_refused_per_address: c
+                .handshakes_refused_per_address
+                .load(Ordering::Relaxed),
         }
     }
 }
@@ -780,6 +853,24 @@ impl Session {
             ));
             return;
         }
+        let per_address = usize::try_from(
+            self.common
+                .max_handshakes_per_address
+                .load(Ordering::Relaxed),
+        )
+        .unwrap_or(1);
+        if table.peers.handshaking_from(key.ip()) >= per_address {
+            bump(&self.counters.handshakes_refused_per_address);
+            pending.push(DtlsEvent::error(
+                Some(key),
+                SocketError::SocketResource,
+                format!(
+                    "{key}: {} already has {per_address} handshakes in progress, handshake refused",
+                    key.ip()
+                ),
+            ));
+            return;
+        }
         let config = self.engine.lock().clone();
         let started = PeerEngine::start(&config, self.local, from, hello, datagram, now);
         let (engine, step) = match started {
@@ -807,7 +898,7 @@ impl Session {
             handshake_deadline: ms(handshake_timeout).map(|t| now + t),
             last_activity: now,
             idle_timeout: None,
-            epoch0_bytes: datagram.len(),
+            unauthenticated_bytes: datagram.len(),
             identity: Vec::new(),
         };
         if !table.peers.insert(key, peer, max) {
@@ -829,10 +920,34 @@ impl Session {
         let Some(peer) = table.peers.get_mut(&key) else {
             return;
         };
-        let epoch0 = cookie::first_record(datagram).is_some_and(|r| r.epoch == 0);
-        if epoch0 && !peer.take_epoch0(datagram.len()) {
-            bump(&self.counters.datagrams_dropped);
-            return;
+        let budget = usize::try_from(self.common.handshake_budget.load(Ordering::Relaxed))
+            .unwrap_or(usize::MAX);
+        if !peer.established {
+            if !peer.charge(datagram.len(), budget) {
+                bump(&self.counters.datagrams_dropped);
+                bump(&self.counters.peers_over_budget);
+                let mut event = DtlsEvent::error(
+                    Some(key),
+                    SocketError::SocketResource,
+                    format!(
+                        "{key}: sent more than {budget} bytes before completing its handshake; \
+                         dropped"
+                    ),
+                );
+                event.psk_identity = peer.identity.clone();
+                pending.push(event);
+                table.peers.remove(&key);
+                return;
+            }
+        } else {
+            // After the handshake only the client's repeated last flight is
+            // unencrypted; the budget bounds what the engine may buffer of
+            // it, and past it such datagrams are dropped, not the peer.
+            let epoch0 = cookie::first_record(datagram).is_some_and(|r| r.epoch == 0);
+            if epoch0 && !peer.charge(datagram.len(), budget) {
+                bump(&self.counters.datagrams_dropped);
+                return;
+            }
         }
         let step = peer.engine.read(now, datagram);
         self.apply(table, key, step, now, pending);
@@ -849,6 +964,9 @@ impl Session {
     ) {
         // Counters first: whoever sees our datagrams sees them up to date.
         self.sync_count(table);
+        self.counters
+            .records_dropped
+            .fetch_add(step.dropped, Ordering::Relaxed);
         let Some(peer) = table.peers.get_mut(&key) else {
             return;
         };
@@ -933,11 +1051,29 @@ impl Session {
                     continue;
                 };
                 if !peer.established && peer.handshake_deadline.is_some_and(|d| now >= d) {
-                    let mut event = DtlsEvent::error(
-                        Some(key),
-                        SocketError::SocketTimeout,
-                        format!("{key}: the handshake timed out"),
-                    );
+                    let mut event = match peer.engine.take_undecryptable_alert() {
+                        Some(alert) => {
+                            // The client's Finished never decrypted: only
+                            // now, with no genuine one in time, is that
+                            // taken for a wrong key (a forged record must
+                            // not end a handshake).
+                            self.send(peer.raw, &alert);
+                            DtlsEvent::error(
+                                Some(key),
+                                SocketError::SslHandshakeFailed,
+                                format!(
+                                    "{key}: handshake failed: the client's Finished message \
+                                     did not decrypt before the deadline (wrong pre-shared \
+                                     key?); sent alert unknown_psk_identity"
+                                ),
+                            )
+                        }
+                        None => DtlsEvent::error(
+                            Some(key),
+                            SocketError::SocketTimeout,
+                            format!("{key}: the handshake timed out"),
+                        ),
+                    };
                     event.psk_identity = peer.identity.clone();
                     pending.push(event);
                     table.peers.remove(&key);

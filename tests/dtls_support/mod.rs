@@ -449,7 +449,7 @@ impl Relay {
     }
 
     /// Every datagram the client has sent so far.
-    pub fn from_client(&self) -> Vec<Vec<u8>> {
+    pub fn client_datagrams(&self) -> Vec<Vec<u8>> {
         self.state.lock().unwrap().from_client.clone()
     }
 
