@@ -178,7 +178,13 @@ fn unknown_identity_is_refused() {
     let (server, events) = server();
     let mut client = Client::start(port(&server), KEY_HEX, "mallory");
     assert!(!client.wait_exit().success());
-    assert!(client.saw("alert"), "{}", client.output);
+    // RFC 4279 2: a refused identity gets unknown_psk_identity (115), not
+    // the engine's internal_error.
+    assert!(
+        client.saw("alert unknown psk identity"),
+        "{}",
+        client.output
+    );
     let error = events.wait_for("ERROR", |e| e.kind == DtlsEventKind::Error);
     assert_eq!(
         error.socket_error,
@@ -231,6 +237,7 @@ fn spoofed_client_hello_flood_costs_no_state() {
     let before = rss_kib();
     send_batch(40, SOCKETS, &mut sent);
     let after = rss_kib();
+    println!("RSS before {before} KiB, after {after} KiB, over {sent} ClientHellos");
     let stats = server.stats();
     assert_eq!(stats.peers, 0, "{stats:?}");
     assert_eq!(stats.handshakes_started, 0, "{stats:?}");
@@ -370,6 +377,19 @@ fn settings_and_errors() {
     );
     assert!(server.set_handshake_timeout(-2).is_err());
     assert!(server.set_max_peers(0).is_err());
+    assert_eq!(server.handshake_budget(), 64 * 1024);
+    assert!(server.set_handshake_budget(100).is_err());
+    assert_eq!(
+        server.handshake_budget(),
+        64 * 1024,
+        "a refused value changes nothing"
+    );
+    server.set_handshake_budget(4096).unwrap();
+    assert_eq!(server.handshake_budget(), 4096);
+    assert_eq!(server.max_handshakes_per_address(), 32);
+    assert!(server.set_max_handshakes_per_address(0).is_err());
+    server.set_max_handshakes_per_address(2).unwrap();
+    assert_eq!(server.max_handshakes_per_address(), 2);
     server.set_psk_callback(Some(Arc::new(key_for)));
     assert!(server.listen(Some("not an address"), 0).is_err());
     server.listen(Some("127.0.0.1"), 0).unwrap();
