@@ -37,7 +37,9 @@ use rtc_dtls::crypto_provider::{CryptoError, RTCCrypto, RTCCryptoProvider, RTCRa
 use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc_dtls::state::State;
 use rtc_shared::TransportProtocol;
+use rustls::sign::CertifiedKey;
 
+use super::certificate;
 use super::cookie::{self, ClientHello, COOKIE_LEN, SECRET_LEN};
 use super::records;
 use crate::error::{Error, ErrorKind, Result};
@@ -45,12 +47,21 @@ use crate::error::{Error, ErrorKind, Result};
 /// Looks up the key for a PSK identity; `None` refuses the client.
 pub type PskCallback = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 
-/// The cipher suites offered, in preference order (the client's order
+/// The PSK cipher suites offered, in preference order (the client's order
 /// decides). OpenSSL's default list has the first.
-const SUITES: [CipherSuiteId; 3] = [
+const PSK_SUITES: [CipherSuiteId; 3] = [
     CipherSuiteId::Tls_Psk_With_Aes_128_Gcm_Sha256,
     CipherSuiteId::Tls_Psk_With_Aes_128_Ccm,
     CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
+];
+
+/// The certificate suites offered (forward-secret ECDHE with AEAD); the
+/// engine keeps those the certificate's key can sign for (ECDSA or RSA).
+const CERTIFICATE_SUITES: [CipherSuiteId; 4] = [
+    CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256,
+    CipherSuiteId::Tls_Ecdhe_Rsa_With_Aes_128_Gcm_Sha256,
+    CipherSuiteId::Tls_Ecdhe_Ecdsa_With_ChaCha20_Poly1305_Sha256,
+    CipherSuiteId::Tls_Ecdhe_Rsa_With_ChaCha20_Poly1305_Sha256,
 ];
 
 thread_local! {
@@ -130,11 +141,14 @@ pub(crate) struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// `hint` is announced in ServerKeyExchange (none when empty); `psk`
-    /// chooses each client's key.
+    /// With `psk`, PSK suites are offered: `psk` chooses each client's key
+    /// and `hint` is announced in ServerKeyExchange (none when empty). With
+    /// `certificate`, ECDHE suites are offered, signed with it. At least one
+    /// of the two is needed.
     pub(crate) fn new(
         hint: &[u8],
-        psk: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
+        psk: Option<PskCallback>,
+        certificate: Option<&CertifiedKey>,
     ) -> Result<Self> {
         let inner: Arc<dyn RTCCryptoProvider> = Arc::new(AwsLcRsProvider::new());
         let provider = Arc::new(Provider {
@@ -144,31 +158,27 @@ impl EngineConfig {
             },
             inner,
         });
-        let lookup = move |identity: &[u8]| {
-            let key = {
-                let _inside = PskCallbackScope::enter();
-                psk(identity)
-            };
-            match key {
-                Some(key) if !key.is_empty() => Ok(key),
-                _ => {
-                    REFUSED_IDENTITY
-                        .with(|refused| *refused.borrow_mut() = Some(identity.to_vec()));
-                    Err(rtc_shared::error::Error::Other(format!(
-                        "unknown PSK identity \"{}\"",
-                        printable(identity)
-                    )))
-                }
+        let mut suites = Vec::new();
+        let mut builder = ConfigBuilder::default().with_crypto_provider(provider.clone());
+        if let Some(psk) = psk {
+            suites.extend(PSK_SUITES);
+            builder = builder.with_psk(Some(Arc::new(psk_lookup(psk))));
+            if !hint.is_empty() {
+                builder = builder.with_psk_identity_hint(Some(hint.to_vec()));
             }
-        };
-        let mut builder = ConfigBuilder::default()
-            .with_crypto_provider(provider.clone())
-            .with_cipher_suites(SUITES.to_vec())
-            .with_psk(Some(Arc::new(lookup)));
-        if !hint.is_empty() {
-            builder = builder.with_psk_identity_hint(Some(hint.to_vec()));
+        }
+        if let Some(certificate) = certificate {
+            suites.extend(CERTIFICATE_SUITES);
+            builder =
+                builder.with_certificates(vec![certificate::from_certified_key(certificate)?]);
+        }
+        if suites.is_empty() {
+            return Err(Error::invalid_state(
+                "the DTLS server has neither a PSK callback nor a certificate",
+            ));
         }
         let config = builder
+            .with_cipher_suites(suites)
             .build(false, None)
             .map_err(|e| Error::new(ErrorKind::Tls, format!("DTLS configuration: {e}")))?;
         Ok(EngineConfig {
@@ -188,6 +198,30 @@ impl EngineConfig {
             secret.copy_from_slice(&sha2_digest(seed.as_bytes()));
         }
         secret
+    }
+}
+
+/// The engine's PSK lookup around the application's callback: marks the
+/// thread as inside the callback, and notes a refused identity (see
+/// `REFUSED_IDENTITY`).
+fn psk_lookup(
+    psk: PskCallback,
+) -> impl Fn(&[u8]) -> std::result::Result<Vec<u8>, rtc_shared::error::Error> {
+    move |identity: &[u8]| {
+        let key = {
+            let _inside = PskCallbackScope::enter();
+            psk(identity)
+        };
+        match key {
+            Some(key) if !key.is_empty() => Ok(key),
+            _ => {
+                REFUSED_IDENTITY.with(|refused| *refused.borrow_mut() = Some(identity.to_vec()));
+                Err(rtc_shared::error::Error::Other(format!(
+                    "unknown PSK identity \"{}\"",
+                    printable(identity)
+                )))
+            }
+        }
     }
 }
 
@@ -247,7 +281,9 @@ pub(crate) struct PeerEngine {
 
 impl PeerEngine {
     /// A session for a client whose ClientHello (`hello`, in `datagram`)
-    /// carries a cookie the server verified; see the module docs.
+    /// carries a cookie the server verified; see the module docs. On
+    /// failure, why, and the engine's alert to send (e.g. no shared cipher
+    /// suite).
     pub(crate) fn start(
         config: &EngineConfig,
         local: SocketAddr,
@@ -255,7 +291,7 @@ impl PeerEngine {
         hello: &ClientHello<'_>,
         datagram: &[u8],
         now: Instant,
-    ) -> std::result::Result<(Self, Step), String> {
+    ) -> std::result::Result<(Self, Step), (String, Vec<BytesMut>)> {
         let provider: Arc<dyn RTCCryptoProvider> = config.provider.clone();
         let mut engine = PeerEngine {
             endpoint: Endpoint::new(local, TransportProtocol::UDP, Some(config.config.clone())),
@@ -269,17 +305,33 @@ impl PeerEngine {
         let cookie: [u8; COOKIE_LEN] = hello
             .cookie()
             .try_into()
-            .map_err(|_| "the cookie has the wrong length".to_string())?;
+            .map_err(|_| ("the cookie has the wrong length".to_string(), Vec::new()))?;
         let first = hello.without_cookie(hello.record_sequence - 1);
         *config.provider.random.cookie.lock() = Some(cookie);
         let replayed = engine
             .endpoint
             .read(now, remote, None, BytesMut::from(&first[..]));
         let unused = config.provider.random.cookie.lock().take();
-        replayed.map_err(|e| format!("the DTLS engine rejected the ClientHello: {e}"))?;
         let mut answer = Vec::new();
         while let Some(transmit) = engine.endpoint.poll_transmit() {
             answer.push(transmit.message);
+        }
+        if let Err(e) = replayed {
+            answer.retain(|d| plaintext_alert(d).is_some());
+            // The engine numbers its alert 0, which the client already saw
+            // on the HelloVerifyRequest (RFC 6347 4.2.1 copies its first
+            // ClientHello's number there) and would drop as a replay; the
+            // verified ClientHello's number is above that one.
+            let sequence = hello.record_sequence.to_be_bytes();
+            for alert in &mut answer {
+                if alert.len() >= records::HEADER_LEN {
+                    alert[5..11].copy_from_slice(&sequence[2..]);
+                }
+            }
+            return Err((
+                format!("the DTLS engine rejected the ClientHello: {e}"),
+                answer,
+            ));
         }
         let adopted = unused.is_none()
             && answer.len() == 1
@@ -288,7 +340,7 @@ impl PeerEngine {
             // A ClientHello the engine cannot parse ends here too (it
             // answers nothing); an engine that draws its cookie differently
             // answers with another cookie.
-            return Err(format!(
+            let reason = format!(
                 "the DTLS engine did not take up the verified cookie (it answered {} \
                  datagram(s){}): malformed ClientHello, or an incompatible rtc-dtls",
                 answer.len(),
@@ -297,7 +349,8 @@ impl PeerEngine {
                 } else {
                     ""
                 }
-            ));
+            );
+            return Err((reason, Vec::new()));
         }
         let step = engine.read(now, datagram);
         Ok((engine, step))

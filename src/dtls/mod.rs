@@ -11,6 +11,7 @@
 //! encrypted datagram to a peer; [`DtlsServer::close`] sends close_notify to
 //! every peer.
 
+mod certificate;
 mod cookie;
 mod engine;
 mod peers;

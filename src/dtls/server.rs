@@ -26,8 +26,10 @@ use socket2::{Domain, Socket, Type};
 use super::cookie::{self, ClientHello, CookieJar};
 use super::engine::{self, EngineConfig, Output, PeerEngine, PskCallback, Step};
 use super::peers::{canonical, Peer, PeerTable};
+use crate::config::TlsConfig;
 use crate::error::{os_reason, Error, ErrorKind, Result};
 use crate::types::SocketError;
+use rustls::sign::CertifiedKey;
 
 /// The DTLS server's default handshake timeout, in ms.
 pub const DTLSSERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS: i32 = 5000;
@@ -183,6 +185,8 @@ fn bump(counter: &AtomicU64) {
 struct Common {
     identity_hint: Mutex<Vec<u8>>,
     psk: Mutex<Option<PskCallback>>,
+    /// The certificate chain and key for ECDHE suites (`set_config`).
+    certificate: Mutex<Option<Arc<CertifiedKey>>>,
     callbacks: Mutex<[Option<DtlsCallback>; DtlsEventKind::COUNT]>,
     handshake_timeout_ms: AtomicI32,
     idle_timeout_ms: AtomicI32,
@@ -203,12 +207,26 @@ impl Common {
         psk(identity)
     }
 
+    /// The engine configuration for the current settings. PSK suites are
+    /// offered unless there is a certificate and no PSK callback (without
+    /// either, every client is refused, as before a callback is set).
     fn engine_config(self: &Arc<Self>) -> Result<EngineConfig> {
+        let certificate = self.certificate.lock().clone();
+        self.engine_config_with(certificate.as_deref())
+    }
+
+    fn engine_config_with(
+        self: &Arc<Self>,
+        certificate: Option<&CertifiedKey>,
+    ) -> Result<EngineConfig> {
         let hint = self.identity_hint.lock().clone();
-        let weak = Arc::downgrade(self);
-        EngineConfig::new(&hint, move |identity| {
-            weak.upgrade().and_then(|common| common.key_for(identity))
-        })
+        let psk = (self.psk.lock().is_some() || certificate.is_none()).then(|| {
+            let weak = Arc::downgrade(self);
+            Arc::new(move |identity: &[u8]| {
+                weak.upgrade().and_then(|common| common.key_for(identity))
+            }) as PskCallback
+        });
+        EngineConfig::new(&hint, psk, certificate)
     }
 }
 
@@ -234,6 +252,7 @@ impl DtlsServer {
             common: Arc::new(Common {
                 identity_hint: Mutex::new(Vec::new()),
                 psk: Mutex::new(None),
+                certificate: Mutex::new(None),
                 callbacks: Mutex::new(Default::default()),
                 handshake_timeout_ms: AtomicI32::new(DTLSSERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS),
                 idle_timeout_ms: AtomicI32::new(DTLSSERVER_DEFAULT_IDLE_TIMEOUT_MS),
@@ -258,11 +277,35 @@ impl DtlsServer {
             ));
         }
         *self.common.identity_hint.lock() = hint.to_vec();
+        self.refresh_engine()
+    }
+
+    /// Rebuilds a listening session's engine configuration from the
+    /// settings; handshakes started afterwards use it.
+    fn refresh_engine(&self) -> Result<()> {
         if let Some(session) = self.current() {
             let config = self.common.engine_config()?;
             *session.engine.lock() = Arc::new(config);
         }
         Ok(())
+    }
+
+    /// Serves ECDHE-ECDSA or ECDHE-RSA suites (as the key allows) with the
+    /// certificate chain and private key of `config`, beside the PSK suites
+    /// when a PSK callback is set, instead of them otherwise. The rest of
+    /// the configuration does not apply to DTLS (no client certificates are
+    /// requested). Applies to handshakes started afterwards.
+    pub fn set_config(&self, config: &TlsConfig) -> Result<()> {
+        let certified = config.certified_key().ok_or_else(|| {
+            Error::invalid_argument(
+                "the sslconfig has no certificate chain and private key: set both first",
+            )
+        })?;
+        // Built once here so that a key the engine cannot use is refused
+        // by this call, not by every handshake.
+        self.common.engine_config_with(Some(&certified))?;
+        *self.common.certificate.lock() = Some(certified);
+        self.refresh_engine()
     }
 
     pub fn identity_hint(&self) -> Vec<u8> {
@@ -273,6 +316,10 @@ impl DtlsServer {
     /// Runs on the server's thread during the handshake.
     pub fn set_psk_callback(&self, callback: Option<PskCallback>) {
         *self.common.psk.lock() = callback;
+        // Whether PSK suites are offered beside a certificate depends on it.
+        // A configuration that was valid stays valid with or without PSK
+        // suites, so this cannot fail.
+        let _ = self.refresh_engine();
     }
 
     pub fn set_callback(&self, kind: DtlsEventKind, callback: Option<DtlsCallback>) {
@@ -403,9 +450,10 @@ impl DtlsServer {
         if slot.is_some() {
             return Err(Error::invalid_state("the server is already listening"));
         }
-        if self.common.psk.lock().is_none() {
+        if self.common.psk.lock().is_none() && self.common.certificate.lock().is_none() {
             return Err(Error::invalid_state(
-                "the server has no PSK callback: call dtlsserver_set_psk_callback first",
+                "the server has no PSK callback and no certificate: call \
+                 dtlsserver_set_psk_callback or dtlsserver_set_config first",
             ));
         }
         let socket = bind(address, port)?;
@@ -875,7 +923,8 @@ impl Session {
         let started = PeerEngine::start(&config, self.local, from, hello, datagram, now);
         let (engine, step) = match started {
             Ok(started) => started,
-            Err(reason) => {
+            Err((reason, alert)) => {
+                self.send_all(from, &alert);
                 pending.push(DtlsEvent::error(
                     Some(key),
                     SocketError::SslHandshakeFailed,
@@ -983,13 +1032,18 @@ impl Session {
                         .engine
                         .cipher()
                         .unwrap_or_else(|| "unknown cipher".into());
+                    let how = if peer.identity.is_empty() && !cipher.contains("PSK") {
+                        format!("certificate, {cipher}")
+                    } else {
+                        format!(
+                            "identity \"{}\", {cipher}",
+                            engine::printable(&peer.identity)
+                        )
+                    };
                     let mut event = DtlsEvent::new(
                         DtlsEventKind::HandshakeComplete,
                         Some(key),
-                        format!(
-                            "{key}: successfully completed a handshake (identity \"{}\", {cipher})",
-                            engine::printable(&peer.identity)
-                        ),
+                        format!("{key}: successfully completed a handshake ({how})"),
                     );
                     event.psk_identity = peer.identity.clone();
                     pending.push(event);

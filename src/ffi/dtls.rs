@@ -86,7 +86,8 @@ pub type dtlsserver_callback =
 /// not NUL-terminated, may contain any byte). Write the key for it into
 /// `key` (room for `key_capacity` = DTLSSERVER_MAX_PSK_LENGTH bytes) and
 /// return its length (1..key_capacity); return 0 or a negative number to
-/// refuse the client (its handshake fails with an alert and an ERROR event).
+/// refuse the client (its handshake fails with the alert
+/// unknown_psk_identity and an ERROR event).
 pub type dtlsserver_psk_callback = Option<
     unsafe extern "C" fn(
         identity: *const u8,
@@ -309,11 +310,73 @@ pub extern "C" fn dtlsserver_max_peers(server: *const DtlsServer) -> c_int {
     read_handle(server, 0, DtlsServer::max_peers)
 }
 
+/// Bytes a peer may send before its handshake completes (default 65536, at
+/// least 2048); a peer that sends more is dropped with an ERROR event
+/// (SOCKET_RESOURCE). Every byte counts, whether it authenticates or not,
+/// so neither a client nor someone spoofing its address can make the
+/// server buffer more for it. After the handshake the same budget bounds
+/// the peer's unencrypted bytes (a repeated last flight); past it those are
+/// dropped, not the peer. Applies to handshakes started afterwards.
+#[no_mangle]
+pub extern "C" fn dtlsserver_set_handshake_budget(
+    server: *mut DtlsServer,
+    bytes: c_int,
+) -> sslserver_result {
+    with_handle(server, "server", |s| Ok(s.set_handshake_budget(bytes)?))
+}
+
+/// The handshake budget in bytes; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn dtlsserver_handshake_budget(server: *const DtlsServer) -> c_int {
+    read_handle(server, 0, DtlsServer::handshake_budget)
+}
+
+/// Bounds the peers from one IP address whose handshake has not completed
+/// (default 32, at least 1), so one host cannot fill the peer table from
+/// many source ports. A client whose cookie checks out while its address is
+/// at the bound is dropped with an ERROR event (SOCKET_RESOURCE);
+/// established peers do not count.
+#[no_mangle]
+pub extern "C" fn dtlsserver_set_max_handshakes_per_address(
+    server: *mut DtlsServer,
+    n: c_int,
+) -> sslserver_result {
+    with_handle(server, "server", |s| {
+        Ok(s.set_max_handshakes_per_address(n)?)
+    })
+}
+
+/// The per-address handshake bound; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn dtlsserver_max_handshakes_per_address(server: *const DtlsServer) -> c_int {
+    read_handle(server, 0, DtlsServer::max_handshakes_per_address)
+}
+
+/// Serves certificate suites (ECDHE-ECDSA or ECDHE-RSA with AES-GCM or
+/// ChaCha20-Poly1305, as the key allows) with the certificate chain and
+/// private key of `cfg` (copied; `cfg` may be freed afterwards). With a PSK
+/// callback set, clients may use either; without one, certificates only
+/// (dtlsserver_listen then needs no PSK callback). The rest of the
+/// sslconfig does not apply to DTLS: no client certificate is requested.
+/// SSLSERVER_ERROR_INVALID_ARGUMENT when `cfg` has no certificate and key.
+/// Applies to handshakes started afterwards.
+#[no_mangle]
+pub extern "C" fn dtlsserver_set_config(
+    server: *mut DtlsServer,
+    cfg: *const crate::ffi::config::sslconfig,
+) -> sslserver_result {
+    with_handle(server, "server", |s| {
+        let config = crate::ffi::config::snapshot(cfg)?;
+        Ok(s.set_config(&config)?)
+    })
+}
+
 /// Binds a UDP socket to `address` (NULL or "" = every address, dual-stack
 /// where possible; otherwise an IPv4 or IPv6 literal) and `port` (0 = an
 /// ephemeral port, read it back with dtlsserver_server_port) and starts the
-/// server's thread. Requires dtlsserver_set_psk_callback first
-/// (SSLSERVER_ERROR_INVALID_STATE otherwise, and while listening).
+/// server's thread. Requires dtlsserver_set_psk_callback or
+/// dtlsserver_set_config first (SSLSERVER_ERROR_INVALID_STATE otherwise,
+/// and while listening).
 #[no_mangle]
 pub extern "C" fn dtlsserver_listen(
     server: *mut DtlsServer,

@@ -63,10 +63,21 @@ pub fn key_for(identity: &[u8]) -> Option<Vec<u8>> {
 /// A listening server on 127.0.0.1 that records every event and answers
 /// each datagram with "to PEER: ACK", as the example does.
 pub fn server_with(configure: impl FnOnce(&DtlsServer)) -> (Arc<DtlsServer>, Arc<Recorder>) {
+    recording_server(true, configure)
+}
+
+/// As `server_with`; with `psk` false the server gets no PSK callback and
+/// no identity hint (`configure` must then set a certificate).
+pub fn recording_server(
+    psk: bool,
+    configure: impl FnOnce(&DtlsServer),
+) -> (Arc<DtlsServer>, Arc<Recorder>) {
     let server = Arc::new(DtlsServer::new());
     let recorder = Arc::new(Recorder::default());
-    server.set_psk_callback(Some(Arc::new(key_for)));
-    server.set_identity_hint(b"test hint").unwrap();
+    if psk {
+        server.set_psk_callback(Some(Arc::new(key_for)));
+        server.set_identity_hint(b"test hint").unwrap();
+    }
     for kind in [
         DtlsEventKind::HandshakeStarted,
         DtlsEventKind::HandshakeComplete,
