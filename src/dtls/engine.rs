@@ -39,6 +39,7 @@ use rtc_dtls::state::State;
 use rtc_shared::TransportProtocol;
 use rustls::sign::CertifiedKey;
 
+use super::alerts::{explain_alert, plaintext_alert, rewrite_alert, take_alert};
 use super::certificate;
 use super::cookie::{self, ClientHello, COOKIE_LEN, SECRET_LEN};
 use super::records;
@@ -593,82 +594,3 @@ fn describe(error: &rtc_shared::error::Error) -> String {
 /// Stands for the engine's "a fatal alert was sent or received", which
 /// `explain_alert` replaces with which one.
 const ALERT_ERROR: &str = "fatal alert";
-
-/// Which fatal alert ended a session: the peer's, if the datagram that
-/// failed is a plaintext alert, else the one the engine answered with.
-fn explain_alert(received: &[u8], sent: &[BytesMut]) -> String {
-    if let Some(code) = plaintext_alert(received) {
-        return format!("the peer sent a fatal alert: {}", alert_name(code));
-    }
-    match sent.iter().find_map(|d| plaintext_alert(d)) {
-        Some(code) => format!("sent a fatal alert: {}", alert_name(code)),
-        None => "the session ended with a fatal alert".to_string(),
-    }
-}
-
-/// The description of the first unencrypted alert record in `datagram`.
-fn plaintext_alert(datagram: &[u8]) -> Option<u8> {
-    records::split(datagram)
-        .iter()
-        .find_map(records::Record::plaintext_alert)
-}
-
-/// Removes the unencrypted alert records with `description` from the
-/// datagrams to send (dropping datagrams left empty); the first as a
-/// datagram of its own.
-fn take_alert(datagrams: &mut Vec<BytesMut>, description: u8) -> Option<BytesMut> {
-    let mut taken = None;
-    for datagram in datagrams.iter_mut() {
-        let mut rest = BytesMut::new();
-        for record in records::split(datagram) {
-            if record.plaintext_alert() == Some(description) {
-                taken.get_or_insert_with(|| BytesMut::from(record.bytes));
-            } else {
-                rest.extend_from_slice(record.bytes);
-            }
-        }
-        *datagram = rest;
-    }
-    datagrams.retain(|d| !d.is_empty());
-    taken
-}
-
-/// Changes the description of the unencrypted alert records `from` into
-/// `to` in the datagrams to send.
-fn rewrite_alert(datagrams: &mut [BytesMut], from: u8, to: u8) {
-    for datagram in datagrams.iter_mut() {
-        let mut offset = 0;
-        let spans: Vec<(usize, bool)> = records::split(datagram)
-            .iter()
-            .map(|r| (r.bytes.len(), r.plaintext_alert() == Some(from)))
-            .collect();
-        for (len, matches) in spans {
-            if matches {
-                datagram[offset + records::HEADER_LEN + 1] = to;
-            }
-            offset += len;
-        }
-    }
-}
-
-fn alert_name(code: u8) -> String {
-    let name = match code {
-        0 => "close_notify",
-        10 => "unexpected_message",
-        20 => "bad_record_mac",
-        22 => "record_overflow",
-        40 => "handshake_failure",
-        47 => "illegal_parameter",
-        49 => "access_denied",
-        50 => "decode_error",
-        51 => "decrypt_error",
-        70 => "protocol_version",
-        71 => "insufficient_security",
-        80 => "internal_error",
-        90 => "user_canceled",
-        110 => "unsupported_extension",
-        115 => "unknown_psk_identity",
-        other => return format!("alert {other}"),
-    };
-    name.to_string()
-}

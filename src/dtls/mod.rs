@@ -11,15 +11,19 @@
 //! encrypted datagram to a peer; [`DtlsServer::close`] sends close_notify to
 //! every peer.
 
+mod alerts;
 mod certificate;
 mod cookie;
 mod engine;
+mod events;
 mod peers;
 mod records;
 mod server;
+mod session;
 
 pub use engine::PskCallback;
-pub use server::{DtlsCallback, DtlsEvent, DtlsEventKind, DtlsServer, DtlsStats};
+pub use events::{DtlsCallback, DtlsEvent, DtlsEventKind, DtlsStats};
+pub use server::DtlsServer;
 pub use server::{
     DTLSSERVER_DEFAULT_COOKIE_LIFETIME_MS, DTLSSERVER_DEFAULT_HANDSHAKE_BUDGET,
     DTLSSERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS, DTLSSERVER_DEFAULT_IDLE_TIMEOUT_MS,
