@@ -13,14 +13,16 @@ pub enum DtlsEventKind {
     /// A ClientHello came back with a valid cookie: the peer now has a
     /// session and its handshake runs.
     HandshakeStarted = 0,
-    /// The handshake completed; `psk_identity` is the client's identity.
+    /// The handshake completed; `psk_identity` is the client's identity
+    /// (empty for a certificate suite).
     HandshakeComplete = 1,
     /// A datagram was decrypted; `data` is the plaintext.
     DatagramReceived = 2,
     /// The peer sent close_notify (answered); its session is gone.
     PeerClosed = 3,
     /// Something failed; `socket_error` and `description` say what. With a
-    /// peer, that peer's session is gone.
+    /// peer, that peer's session is gone (or never began). Datagrams that do
+    /// not authenticate never cause one.
     Error = 4,
 }
 

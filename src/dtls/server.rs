@@ -232,7 +232,7 @@ impl DtlsServer {
     /// whether it authenticates or not, so a peer (or whoever spoofs its
     /// address) cannot make the engine buffer more. After the handshake the
     /// same budget bounds the peer's unencrypted (epoch 0) bytes, which are
-    /// dropped past it. Applies to handshakes started afterwards.
+    /// dropped past it. Takes effect with the next datagram.
     pub fn set_handshake_budget(&self, bytes: i32) -> Result<()> {
         if bytes < DTLSSERVER_MIN_HANDSHAKE_BUDGET {
             return Err(Error::invalid_argument(format!(

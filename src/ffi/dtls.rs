@@ -23,18 +23,23 @@ pub enum dtlsserver_event_kind {
     /// HelloVerifyRequest round trip is done): the peer now has a session
     /// and its handshake runs ("verified, starting a handshake").
     DTLSSERVER_EVENT_HANDSHAKE_STARTED = 0,
-    /// The handshake completed; psk_identity is the client's identity. From
-    /// now on dtlsserver_write may send to the peer.
+    /// The handshake completed; psk_identity is the client's identity (empty
+    /// for a certificate suite). From now on dtlsserver_write may send to the
+    /// peer.
     DTLSSERVER_EVENT_HANDSHAKE_COMPLETE = 1,
     /// A datagram from the peer was decrypted; data/data_len is the plaintext.
     DTLSSERVER_EVENT_DATAGRAM_RECEIVED = 2,
     /// The peer sent close_notify (the server answered it); its session is gone.
     DTLSSERVER_EVENT_PEER_CLOSED = 3,
     /// Something failed: socket_error and description say what. With a peer
-    /// (peer_port != 0) that peer's session is gone: a failed handshake
-    /// (SSL_HANDSHAKE_FAILED, e.g. wrong key or refused identity), a handshake
-    /// deadline or idle timeout (SOCKET_TIMEOUT), a full peer table
-    /// (SOCKET_RESOURCE), a fatal alert after the handshake (SSL_INTERNAL).
+    /// (peer_port != 0) that peer's session is gone, or never began: a failed
+    /// handshake (SSL_HANDSHAKE_FAILED: a refused identity, a wrong key
+    /// (reported at the handshake deadline), no shared cipher suite), a
+    /// handshake deadline or idle timeout (SOCKET_TIMEOUT), a full peer
+    /// table, a peer over its handshake budget or an address at its
+    /// handshake bound (SOCKET_RESOURCE), a fatal alert after the handshake
+    /// (SSL_INTERNAL). Datagrams that do not authenticate never cause one:
+    /// they are dropped silently.
     DTLSSERVER_EVENT_ERROR = 4,
 }
 
@@ -211,8 +216,10 @@ pub extern "C" fn dtlsserver_set_identity_hint(
 }
 
 /// Sets the callback that picks the key for a client's PSK identity (see
-/// dtlsserver_psk_callback); `cb` NULL removes it, and every client is then
-/// refused. Required before dtlsserver_listen. It runs on the server's
+/// dtlsserver_psk_callback); `cb` NULL removes it: PSK clients are then
+/// refused, or, with a certificate set, PSK suites are no longer offered.
+/// Required before dtlsserver_listen unless dtlsserver_set_config gave a
+/// certificate. It runs on the server's
 /// thread during the handshake, while the server's lock is held: it must
 /// not call dtlsserver_write (that returns SSLSERVER_ERROR_INVALID_STATE)
 /// nor dtlsserver_free; dtlsserver_close is allowed.
@@ -316,7 +323,7 @@ pub extern "C" fn dtlsserver_max_peers(server: *const DtlsServer) -> c_int {
 /// so neither a client nor someone spoofing its address can make the
 /// server buffer more for it. After the handshake the same budget bounds
 /// the peer's unencrypted bytes (a repeated last flight); past it those are
-/// dropped, not the peer. Applies to handshakes started afterwards.
+/// dropped, not the peer. Takes effect with the next datagram.
 #[no_mangle]
 pub extern "C" fn dtlsserver_set_handshake_budget(
     server: *mut DtlsServer,
