@@ -5,7 +5,7 @@
 
 mod dtls_support;
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::process::Command;
 
 use dtls_support::*;
@@ -169,6 +169,27 @@ fn c_api_set_config() {
         dtlsserver_set_config(server, empty),
         SSLSERVER_ERROR_INVALID_ARGUMENT
     );
+    let message = unsafe { CStr::from_ptr(sslserver::ffi::sslserver_last_error_message()) };
+    assert!(
+        message
+            .to_str()
+            .unwrap()
+            .contains("no certificate chain and private key"),
+        "{message:?}"
+    );
+    assert_eq!(
+        dtlsserver_set_config(std::ptr::null_mut(), empty),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        dtlsserver_set_handshake_budget(std::ptr::null_mut(), 4096),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        dtlsserver_set_max_handshakes_per_address(std::ptr::null_mut(), 4),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(dtlsserver_max_handshakes_per_address(std::ptr::null()), 0);
     let cfg = sslconfig_new();
     let names = [c"localhost".as_ptr()];
     assert_eq!(
