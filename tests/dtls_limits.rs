@@ -85,6 +85,7 @@ fn junk_before_the_handshake_completes_is_bounded_by_the_budget() {
          (bound: {RSS_BOUND_KIB} KiB)"
     );
     assert_eq!(server.peer_count(), 0);
+    assert_eq!(server.stats().peers_over_budget, 1);
 }
 
 #[test]
@@ -110,6 +111,10 @@ fn one_address_cannot_take_more_than_its_handshakes() {
     assert_eq!(started(&events), PER_ADDRESS, "{:#?}", events.all());
     assert_eq!(refused(&events), CLIENTS - PER_ADDRESS);
     assert_eq!(server.peer_count(), PER_ADDRESS);
+    assert_eq!(
+        server.stats().handshakes_refused_per_address,
+        (CLIENTS - PER_ADDRESS) as u64
+    );
     let refusal = events.wait_for("a refusal", |e| e.kind == DtlsEventKind::Error);
     assert!(
         refusal.description.contains("handshakes in progress"),
