@@ -132,3 +132,25 @@ fn one_address_cannot_take_more_than_its_handshakes() {
     assert_eq!(handshake_type(&buf[..n]), Some(2), "{:02x?}", &buf[..n]);
     assert_eq!(server.peer_count(), PER_ADDRESS + 1);
 }
+
+#[test]
+fn a_real_handshake_fits_the_smallest_budget() {
+    let mut config = sslserver::TlsConfig::new();
+    config.generate_self_signed(&["localhost".into()]).unwrap();
+    let (server, events) = server_with(|s| {
+        s.set_handshake_budget(sslserver::dtls::DTLSSERVER_MIN_HANDSHAKE_BUDGET)
+            .unwrap();
+        s.set_config(&config).unwrap();
+    });
+    let mut psk = Client::start_with(
+        port(&server),
+        &["-psk", KEY_HEX, "-psk_identity", "alice", "-cipher", "PSK"],
+    );
+    let mut certificate = Client::start_with(port(&server), &[]);
+    psk.wait_line("Cipher is PSK-");
+    certificate.wait_line("Cipher is ECDHE-");
+    psk.send_line("within budget");
+    psk.wait_line(": ACK");
+    assert_eq!(server.stats().handshakes_completed, 2);
+    assert_eq!(server.stats().peers_over_budget, 0, "{:#?}", events.all());
+}
