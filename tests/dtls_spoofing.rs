@@ -99,3 +99,42 @@ fn a_lost_server_flight_is_retransmitted() {
     assert!(errors(&events).is_empty(), "{:#?}", errors(&events));
     assert_eq!(server.stats().handshakes_completed, 1);
 }
+
+/// A measurement, not run by default (`cargo test --release --test
+/// dtls_spoofing -- --ignored --nocapture`): how long the server takes per
+/// forged epoch-1 record on an established PSK session, where each one is
+/// tried on a copy of the session before the engine sees it. The session
+/// must survive the flood.
+#[test]
+#[ignore]
+fn measure_forged_record_cost() {
+    const N: u64 = 20_000;
+    let (server, events) = server();
+    let relay = Relay::start(server.local_addr().unwrap());
+    let mut client = Client::start(relay.port, KEY_HEX, "alice");
+    client.wait_line("Cipher is");
+    client.send_line("before");
+    client.wait_count(": ACK", 1);
+    let junk: Vec<u8> = (0..40u8).collect();
+    let base = server.stats().records_dropped;
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    while sent < N {
+        // In batches the socket buffer holds, so (almost) none is lost.
+        for _ in 0..100 {
+            relay.inject(&record(23, 1, 1000 + sent, &junk));
+            sent += 1;
+        }
+        wait_until("the batch to be dropped", || {
+            server.stats().records_dropped >= base + sent * 9 / 10
+        });
+    }
+    let took = start.elapsed();
+    println!(
+        "{N} forged records dropped in {took:?}: {:.1} us each, relay and test included",
+        took.as_secs_f64() * 1e6 / N as f64
+    );
+    client.send_line("after");
+    client.wait_count(": ACK", 2);
+    assert!(errors(&events).is_empty(), "{:#?}", errors(&events));
+}
