@@ -1,11 +1,17 @@
 /*
  * dtls_server -- Qt's DTLS server example (QDtls + QDtlsClientVerifier) on
- * libsslserver: DTLS 1.2 over UDP, authenticated by a pre-shared key.
+ * libsslserver: DTLS 1.2 over UDP, authenticated by a pre-shared key, a
+ * certificate, or both.
  *
- *   dtls_server [--address A] [--port P] --psk HEX [--identity-hint S] [--quiet]
+ *   dtls_server [--address A] [--port P] [--psk HEX] [--identity-hint S]
+ *               [--cert PEM --key PEM] [--quiet]
  *
- * - Every client identity is accepted with the key given in hex; the server
- *   announces the identity hint (default "libsslserver DTLS example").
+ * - With --psk, every client identity is accepted with the key given in hex;
+ *   the server announces the identity hint (default "libsslserver DTLS
+ *   example").
+ * - With --cert and --key (the certificate chain and private key, PEM), the
+ *   server also offers ECDHE-ECDSA or ECDHE-RSA suites (an sslconfig handed
+ *   to dtlsserver_set_config). At least one of --psk and --cert is needed.
  * - It prints "listening on ADDRESS:PORT" (flushed) once bound (port 0 picks
  *   one), then, unless --quiet, one line per event: handshakes, datagrams
  *   (hex and text) and errors.
@@ -22,6 +28,9 @@
  *
  * Try it:  dtls_server --port 4444 --psk 1a2b3c4d
  *          openssl s_client -dtls1_2 -connect 127.0.0.1:4444 -psk 1a2b3c4d -psk_identity me
+ * or with a certificate (s_client without -psk):
+ *          dtls_server --port 4444 --cert server.pem --key server.key
+ *          openssl s_client -dtls1_2 -connect 127.0.0.1:4444
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -44,7 +53,10 @@ static struct {
     uint16_t port;
     uint8_t psk[DTLSSERVER_MAX_PSK_LENGTH];
     size_t psk_len;
+    bool have_psk;
     const char *hint;
+    const char *cert; /* certificate chain file, PEM; NULL = none */
+    const char *key;  /* its private key file, PEM */
     bool quiet;
 } opts = {.port = 0, .hint = DEFAULT_HINT};
 
@@ -52,7 +64,8 @@ static dtlsserver *server;
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: dtls_server [--address A] [--port P] --psk HEX [--identity-hint S] [--quiet]\n");
+    fprintf(out, "usage: dtls_server [--address A] [--port P] [--psk HEX] [--identity-hint S]\n"
+                 "                   [--cert PEM --key PEM] [--quiet]\n");
 }
 
 static int hex_value(char c)
@@ -84,7 +97,6 @@ static bool parse_psk(const char *hex)
 
 static bool parse_args(int argc, char **argv)
 {
-    bool have_psk = false;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         bool has_value = i + 1 < argc;
@@ -113,16 +125,24 @@ static bool parse_args(int argc, char **argv)
                         DTLSSERVER_MAX_PSK_LENGTH);
                 return false;
             }
-            have_psk = true;
+            opts.have_psk = true;
         } else if (strcmp(arg, "--identity-hint") == 0) {
             opts.hint = argv[++i];
+        } else if (strcmp(arg, "--cert") == 0) {
+            opts.cert = argv[++i];
+        } else if (strcmp(arg, "--key") == 0) {
+            opts.key = argv[++i];
         } else {
             fprintf(stderr, "dtls_server: unknown option %s\n", arg);
             return false;
         }
     }
-    if (!have_psk) {
-        fprintf(stderr, "dtls_server: --psk HEX is required\n");
+    if ((opts.cert == NULL) != (opts.key == NULL)) {
+        fprintf(stderr, "dtls_server: --cert and --key go together\n");
+        return false;
+    }
+    if (!opts.have_psk && opts.cert == NULL) {
+        fprintf(stderr, "dtls_server: --psk HEX or --cert PEM --key PEM is required\n");
         return false;
     }
     return true;
@@ -218,6 +238,30 @@ static bool check(sslserver_result r, const char *what)
     return false;
 }
 
+/* The PSK side: the callback and the identity hint. */
+static bool set_up_psk(void)
+{
+    return check(dtlsserver_set_identity_hint(server, opts.hint), "dtlsserver_set_identity_hint") &&
+           check(dtlsserver_set_psk_callback(server, psk_for_identity, NULL),
+                 "dtlsserver_set_psk_callback");
+}
+
+/* The certificate side: an sslconfig with the chain and key, copied by
+   dtlsserver_set_config (so it is freed right after). */
+static bool set_up_certificate(void)
+{
+    sslconfig *cfg = sslconfig_new();
+    if (cfg == NULL) {
+        fprintf(stderr, "dtls_server: out of memory\n");
+        return false;
+    }
+    bool ok = check(sslconfig_set_certificate_chain_file(cfg, opts.cert), "--cert") &&
+              check(sslconfig_set_private_key_file(cfg, opts.key, NULL), "--key") &&
+              check(dtlsserver_set_config(server, cfg), "dtlsserver_set_config");
+    sslconfig_free(cfg);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     if (!parse_args(argc, argv)) {
@@ -256,9 +300,7 @@ int main(int argc, char **argv)
     if (!check(dtlsserver_register_callback(server, DTLSSERVER_EVENT_DATAGRAM_RECEIVED,
                                             on_datagram, NULL),
                "dtlsserver_register_callback") ||
-        !check(dtlsserver_set_identity_hint(server, opts.hint), "dtlsserver_set_identity_hint") ||
-        !check(dtlsserver_set_psk_callback(server, psk_for_identity, NULL),
-               "dtlsserver_set_psk_callback") ||
+        (opts.have_psk && !set_up_psk()) || (opts.cert != NULL && !set_up_certificate()) ||
         !check(dtlsserver_listen(server, opts.address, opts.port), "listen"))
         goto out;
 

@@ -37,6 +37,17 @@
 // valid for one more period after it is replaced.
 #define DTLSSERVER_DEFAULT_COOKIE_LIFETIME_MS 60000
 
+// The DTLS server's default budget of bytes a peer may send before its
+// handshake completes (and of epoch-0 bytes after it).
+#define DTLSSERVER_DEFAULT_HANDSHAKE_BUDGET (64 * 1024)
+
+// The smallest handshake budget accepted: a handshake takes about 1 KiB of
+// the client's bytes.
+#define DTLSSERVER_MIN_HANDSHAKE_BUDGET 2048
+
+// The DTLS server's default bound on handshaking peers per IP address.
+#define DTLSSERVER_DEFAULT_MAX_HANDSHAKES_PER_ADDRESS 32
+
 // The largest plaintext one datagram may carry (one DTLS record).
 #define DTLSSERVER_MAX_DATAGRAM_PAYLOAD 16384
 
@@ -152,18 +163,23 @@ typedef enum dtlsserver_event_kind {
   // HelloVerifyRequest round trip is done): the peer now has a session
   // and its handshake runs ("verified, starting a handshake").
   DTLSSERVER_EVENT_HANDSHAKE_STARTED = 0,
-  // The handshake completed; psk_identity is the client's identity. From
-  // now on dtlsserver_write may send to the peer.
+  // The handshake completed; psk_identity is the client's identity (empty
+  // for a certificate suite). From now on dtlsserver_write may send to the
+  // peer.
   DTLSSERVER_EVENT_HANDSHAKE_COMPLETE = 1,
   // A datagram from the peer was decrypted; data/data_len is the plaintext.
   DTLSSERVER_EVENT_DATAGRAM_RECEIVED = 2,
   // The peer sent close_notify (the server answered it); its session is gone.
   DTLSSERVER_EVENT_PEER_CLOSED = 3,
   // Something failed: socket_error and description say what. With a peer
-  // (peer_port != 0) that peer's session is gone: a failed handshake
-  // (SSL_HANDSHAKE_FAILED, e.g. wrong key or refused identity), a handshake
-  // deadline or idle timeout (SOCKET_TIMEOUT), a full peer table
-  // (SOCKET_RESOURCE), a fatal alert after the handshake (SSL_INTERNAL).
+  // (peer_port != 0) that peer's session is gone, or never began: a failed
+  // handshake (SSL_HANDSHAKE_FAILED: a refused identity, a wrong key
+  // (reported at the handshake deadline), no shared cipher suite), a
+  // handshake deadline or idle timeout (SOCKET_TIMEOUT), a full peer
+  // table, a peer over its handshake budget or an address at its
+  // handshake bound (SOCKET_RESOURCE), a fatal alert after the handshake
+  // (SSL_INTERNAL). Datagrams that do not authenticate never cause one:
+  // they are dropped silently.
   DTLSSERVER_EVENT_ERROR = 4,
 } dtlsserver_event_kind;
 
@@ -319,7 +335,8 @@ typedef bool (*sslconfig_ssl_errors_callback)(const struct sslserver_ssl_error *
 // not NUL-terminated, may contain any byte). Write the key for it into
 // `key` (room for `key_capacity` = DTLSSERVER_MAX_PSK_LENGTH bytes) and
 // return its length (1..key_capacity); return 0 or a negative number to
-// refuse the client (its handshake fails with an alert and an ERROR event).
+// refuse the client (its handshake fails with the alert
+// unknown_psk_identity and an ERROR event).
 typedef int (*dtlsserver_psk_callback)(const uint8_t *identity,
                                        size_t identity_len,
                                        uint8_t *key,
@@ -553,8 +570,10 @@ void dtlsserver_free(struct dtlsserver *server);
 enum sslserver_result dtlsserver_set_identity_hint(struct dtlsserver *server, const char *hint);
 
 // Sets the callback that picks the key for a client's PSK identity (see
-// dtlsserver_psk_callback); `cb` NULL removes it, and every client is then
-// refused. Required before dtlsserver_listen. It runs on the server's
+// dtlsserver_psk_callback); `cb` NULL removes it: PSK clients are then
+// refused, or, with a certificate set, PSK suites are no longer offered.
+// Required before dtlsserver_listen unless dtlsserver_set_config gave a
+// certificate. It runs on the server's
 // thread during the handshake, while the server's lock is held: it must
 // not call dtlsserver_write (that returns SSLSERVER_ERROR_INVALID_STATE)
 // nor dtlsserver_free; dtlsserver_close is allowed.
@@ -600,11 +619,44 @@ enum sslserver_result dtlsserver_set_max_peers(struct dtlsserver *server, int n)
 // The peer bound; 0 for NULL.
 int dtlsserver_max_peers(const struct dtlsserver *server);
 
+// Bytes a peer may send before its handshake completes (default 65536, at
+// least 2048); a peer that sends more is dropped with an ERROR event
+// (SOCKET_RESOURCE). Every byte counts, whether it authenticates or not,
+// so neither a client nor someone spoofing its address can make the
+// server buffer more for it. After the handshake the same budget bounds
+// the peer's unencrypted bytes (a repeated last flight); past it those are
+// dropped, not the peer. Takes effect with the next datagram.
+enum sslserver_result dtlsserver_set_handshake_budget(struct dtlsserver *server, int bytes);
+
+// The handshake budget in bytes; 0 for NULL.
+int dtlsserver_handshake_budget(const struct dtlsserver *server);
+
+// Bounds the peers from one IP address whose handshake has not completed
+// (default 32, at least 1), so one host cannot fill the peer table from
+// many source ports. A client whose cookie checks out while its address is
+// at the bound is dropped with an ERROR event (SOCKET_RESOURCE);
+// established peers do not count.
+enum sslserver_result dtlsserver_set_max_handshakes_per_address(struct dtlsserver *server, int n);
+
+// The per-address handshake bound; 0 for NULL.
+int dtlsserver_max_handshakes_per_address(const struct dtlsserver *server);
+
+// Serves certificate suites (ECDHE-ECDSA or ECDHE-RSA with AES-GCM or
+// ChaCha20-Poly1305, as the key allows) with the certificate chain and
+// private key of `cfg` (copied; `cfg` may be freed afterwards). With a PSK
+// callback set, clients may use either; without one, certificates only
+// (dtlsserver_listen then needs no PSK callback). The rest of the
+// sslconfig does not apply to DTLS: no client certificate is requested.
+// SSLSERVER_ERROR_INVALID_ARGUMENT when `cfg` has no certificate and key.
+// Applies to handshakes started afterwards.
+enum sslserver_result dtlsserver_set_config(struct dtlsserver *server, const struct sslconfig *cfg);
+
 // Binds a UDP socket to `address` (NULL or "" = every address, dual-stack
 // where possible; otherwise an IPv4 or IPv6 literal) and `port` (0 = an
 // ephemeral port, read it back with dtlsserver_server_port) and starts the
-// server's thread. Requires dtlsserver_set_psk_callback first
-// (SSLSERVER_ERROR_INVALID_STATE otherwise, and while listening).
+// server's thread. Requires dtlsserver_set_psk_callback or
+// dtlsserver_set_config first (SSLSERVER_ERROR_INVALID_STATE otherwise,
+// and while listening).
 enum sslserver_result dtlsserver_listen(struct dtlsserver *server,
                                         const char *address,
                                         uint16_t port);

@@ -4,297 +4,18 @@
 //! ways, refused keys and identities, a spoofed-ClientHello flood, two
 //! clients at once, close_notify on close, and the C API.
 
-use std::ffi::{c_int, c_void, CStr, CString};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+mod dtls_support;
 
+use std::ffi::{c_int, c_void, CStr, CString};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use dtls_support::*;
 use sslserver::dtls::{DtlsEvent, DtlsEventKind, DtlsServer};
 use sslserver::ffi::dtls::*;
 use sslserver::ffi::sslserver_result;
 use sslserver::SocketError;
-
-/// Generous bound for things that should happen "soon" on a loaded machine.
-const SOON: Duration = Duration::from_secs(15);
-const KEY_HEX: &str = "1a2b3c4d5e6f";
-const KEY: [u8; 6] = [0x1a, 0x2b, 0x3c, 0x4d, 0x5e, 0x6f];
-
-/// Collects events and lets a test wait for one.
-#[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<DtlsEvent>>,
-    changed: Condvar,
-}
-
-impl Recorder {
-    fn push(&self, event: &DtlsEvent) {
-        self.events.lock().unwrap().push(event.clone());
-        self.changed.notify_all();
-    }
-
-    /// The first event (in order) that satisfies `pred`, waiting up to SOON.
-    fn wait_for(&self, what: &str, pred: impl Fn(&DtlsEvent) -> bool) -> DtlsEvent {
-        let deadline = Instant::now() + SOON;
-        let mut events = self.events.lock().unwrap();
-        loop {
-            if let Some(e) = events.iter().find(|e| pred(e)) {
-                return e.clone();
-            }
-            let now = Instant::now();
-            assert!(now < deadline, "no {what} event; got {:#?}", *events);
-            events = self.changed.wait_timeout(events, deadline - now).unwrap().0;
-        }
-    }
-
-    fn all(&self) -> Vec<DtlsEvent> {
-        self.events.lock().unwrap().clone()
-    }
-}
-
-fn key_for(identity: &[u8]) -> Option<Vec<u8>> {
-    match identity {
-        b"mallory" => None,
-        _ => Some(KEY.to_vec()),
-    }
-}
-
-/// A listening server on 127.0.0.1 that records every event and answers
-/// each datagram with "to PEER: ACK", as the example does.
-fn server_with(configure: impl FnOnce(&DtlsServer)) -> (Arc<DtlsServer>, Arc<Recorder>) {
-    let server = Arc::new(DtlsServer::new());
-    let recorder = Arc::new(Recorder::default());
-    server.set_psk_callback(Some(Arc::new(key_for)));
-    server.set_identity_hint(b"test hint").unwrap();
-    for kind in [
-        DtlsEventKind::HandshakeStarted,
-        DtlsEventKind::HandshakeComplete,
-        DtlsEventKind::PeerClosed,
-        DtlsEventKind::Error,
-    ] {
-        let r = recorder.clone();
-        server.set_callback(kind, Some(Arc::new(move |e: &DtlsEvent| r.push(e))));
-    }
-    let r = recorder.clone();
-    let weak = Arc::downgrade(&server);
-    server.set_callback(
-        DtlsEventKind::DatagramReceived,
-        Some(Arc::new(move |e: &DtlsEvent| {
-            r.push(e);
-            let peer = e.peer.unwrap();
-            if let Some(server) = weak.upgrade() {
-                let reply = format!("to {}:{}: ACK", peer.ip(), peer.port());
-                server.write(peer, reply.as_bytes()).unwrap();
-            }
-        })),
-    );
-    configure(&server);
-    server.listen(Some("127.0.0.1"), 0).unwrap();
-    (server, recorder)
-}
-
-fn server() -> (Arc<DtlsServer>, Arc<Recorder>) {
-    server_with(|_| {})
-}
-
-fn port(server: &DtlsServer) -> u16 {
-    server.local_addr().unwrap().port()
-}
-
-/// `openssl s_client -dtls1_2 -psk ...` with its output (stdout and stderr)
-/// on a channel. The server's replies carry no newline, so output is
-/// searched as text, not line by line.
-struct Client {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    chunks: Receiver<String>,
-    output: String,
-}
-
-impl Client {
-    fn start(port: u16, key_hex: &str, identity: &str) -> Client {
-        let mut child = Command::new("openssl")
-            .args(["s_client", "-dtls1_2", "-connect"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-psk", key_hex, "-psk_identity", identity, "-trace"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the openssl CLI is installed");
-        let (tx, chunks) = channel();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        for mut stream in [Box::new(stdout) as Box<dyn Read + Send>, Box::new(stderr)] {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0
-                        || tx
-                            .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                            .is_err()
-                    {
-                        break;
-                    }
-                }
-            });
-        }
-        let stdin = child.stdin.take();
-        Client {
-            child,
-            stdin,
-            chunks,
-            output: String::new(),
-        }
-    }
-
-    /// Waits until the output contains `text`; returns the line around it.
-    fn wait_line(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + SOON;
-        loop {
-            if let Some(at) = self.output.find(text) {
-                let start = self.output[..at].rfind('\n').map_or(0, |i| i + 1);
-                let end = self.output[at..]
-                    .find('\n')
-                    .map_or(self.output.len(), |i| at + i);
-                return self.output[start..end].to_string();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.chunks.recv_timeout(left) {
-                Ok(chunk) => self.output.push_str(&chunk),
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "s_client never printed {text:?}; it printed:\n{}",
-                        self.output
-                    )
-                }
-            }
-        }
-    }
-
-    fn saw(&mut self, text: &str) -> bool {
-        while let Ok(chunk) = self.chunks.try_recv() {
-            self.output.push_str(&chunk);
-        }
-        self.output.contains(text)
-    }
-
-    fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// End of input: s_client sends close_notify and exits.
-    fn close_input(&mut self) {
-        self.stdin.take();
-    }
-
-    /// Waits for the process to end and its output to be read; its status.
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + SOON;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The readers end at EOF, which closes the channel.
-                while let Ok(chunk) = self.chunks.recv_timeout(SOON) {
-                    self.output.push_str(&chunk);
-                }
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "s_client did not exit:\n{}",
-                self.output
-            );
-            if let Ok(chunk) = self.chunks.recv_timeout(Duration::from_millis(50)) {
-                self.output.push_str(&chunk);
-            }
-        }
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits until `cond` holds, polling a counter the server updates before it
-/// sends what the test already saw, so this returns at once in practice.
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + SOON;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-// ------------------------------------------------------------ raw datagrams
-
-const HANDSHAKE: u8 = 22;
-
-/// A DTLS 1.2 ClientHello offering TLS_PSK_WITH_AES_128_GCM_SHA256.
-fn client_hello(random: [u8; 32], cookie: &[u8], record_seq: u64, message_seq: u16) -> Vec<u8> {
-    let mut body = vec![0xfe, 0xfd];
-    body.extend_from_slice(&random);
-    body.push(0);
-    body.push(cookie.len() as u8);
-    body.extend_from_slice(cookie);
-    body.extend_from_slice(&[0, 2, 0x00, 0xa8, 1, 0]);
-    // extensions: extended_master_secret, empty
-    body.extend_from_slice(&[0, 4, 0, 23, 0, 0]);
-    let mut hs = vec![1];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&message_seq.to_be_bytes());
-    hs.extend_from_slice(&[0, 0, 0]);
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&body);
-    let mut record = vec![HANDSHAKE, 0xfe, 0xfd, 0, 0];
-    record.extend_from_slice(&record_seq.to_be_bytes()[2..]);
-    record.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-    record.extend_from_slice(&hs);
-    record
-}
-
-fn raw_socket() -> UdpSocket {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(SOON)).unwrap();
-    socket
-}
-
-/// The handshake message type of the first record of a datagram.
-fn handshake_type(datagram: &[u8]) -> Option<u8> {
-    (datagram.first() == Some(&HANDSHAKE)).then(|| datagram.get(13).copied())?
-}
-
-/// Receives a HelloVerifyRequest and returns its cookie.
-fn receive_cookie(socket: &UdpSocket) -> Vec<u8> {
-    let mut buf = [0u8; 2048];
-    let (n, _) = socket.recv_from(&mut buf).expect("a HelloVerifyRequest");
-    let datagram = &buf[..n];
-    assert_eq!(
-        handshake_type(datagram),
-        Some(3),
-        "HelloVerifyRequest: {datagram:02x?}"
-    );
-    let len = usize::from(datagram[13 + 12 + 2]);
-    datagram[13 + 12 + 3..13 + 12 + 3 + len].to_vec()
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 // ------------------------------------------------------------ tests
 
 #[test]
@@ -457,7 +178,13 @@ fn unknown_identity_is_refused() {
     let (server, events) = server();
     let mut client = Client::start(port(&server), KEY_HEX, "mallory");
     assert!(!client.wait_exit().success());
-    assert!(client.saw("alert"), "{}", client.output);
+    // RFC 4279 2: a refused identity gets unknown_psk_identity (115), not
+    // the engine's internal_error.
+    assert!(
+        client.saw("alert unknown psk identity"),
+        "{}",
+        client.output
+    );
     let error = events.wait_for("ERROR", |e| e.kind == DtlsEventKind::Error);
     assert_eq!(
         error.socket_error,
@@ -510,6 +237,7 @@ fn spoofed_client_hello_flood_costs_no_state() {
     let before = rss_kib();
     send_batch(40, SOCKETS, &mut sent);
     let after = rss_kib();
+    println!("RSS before {before} KiB, after {after} KiB, over {sent} ClientHellos");
     let stats = server.stats();
     assert_eq!(stats.peers, 0, "{stats:?}");
     assert_eq!(stats.handshakes_started, 0, "{stats:?}");
@@ -649,6 +377,19 @@ fn settings_and_errors() {
     );
     assert!(server.set_handshake_timeout(-2).is_err());
     assert!(server.set_max_peers(0).is_err());
+    assert_eq!(server.handshake_budget(), 64 * 1024);
+    assert!(server.set_handshake_budget(100).is_err());
+    assert_eq!(
+        server.handshake_budget(),
+        64 * 1024,
+        "a refused value changes nothing"
+    );
+    server.set_handshake_budget(4096).unwrap();
+    assert_eq!(server.handshake_budget(), 4096);
+    assert_eq!(server.max_handshakes_per_address(), 32);
+    assert!(server.set_max_handshakes_per_address(0).is_err());
+    server.set_max_handshakes_per_address(2).unwrap();
+    assert_eq!(server.max_handshakes_per_address(), 2);
     server.set_psk_callback(Some(Arc::new(key_for)));
     assert!(server.listen(Some("not an address"), 0).is_err());
     server.listen(Some("127.0.0.1"), 0).unwrap();

@@ -22,7 +22,7 @@
 //! draws its cookie differently makes every handshake fail with a clear
 //! error instead of doing anything unverified.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,27 +31,46 @@ use bytes::BytesMut;
 use parking_lot::Mutex;
 use rtc_dtls::cipher_suite::CipherSuiteId;
 use rtc_dtls::config::{ConfigBuilder, HandshakeConfig};
+use rtc_dtls::conn::DTLSConn;
 use rtc_dtls::crypto_provider::providers::AwsLcRsProvider;
 use rtc_dtls::crypto_provider::{CryptoError, RTCCrypto, RTCCryptoProvider, RTCRandom};
 use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
+use rtc_dtls::state::State;
 use rtc_shared::TransportProtocol;
+use rustls::sign::CertifiedKey;
 
+use super::alerts::{explain_alert, plaintext_alert, rewrite_alert, take_alert};
+use super::certificate;
 use super::cookie::{self, ClientHello, COOKIE_LEN, SECRET_LEN};
+use super::records;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Looks up the key for a PSK identity; `None` refuses the client.
 pub type PskCallback = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 
-/// The cipher suites offered, in preference order (the client's order
+/// The PSK cipher suites offered, in preference order (the client's order
 /// decides). OpenSSL's default list has the first.
-const SUITES: [CipherSuiteId; 3] = [
+const PSK_SUITES: [CipherSuiteId; 3] = [
     CipherSuiteId::Tls_Psk_With_Aes_128_Gcm_Sha256,
     CipherSuiteId::Tls_Psk_With_Aes_128_Ccm,
     CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
 ];
 
+/// The certificate suites offered (forward-secret ECDHE with AEAD); the
+/// engine keeps those the certificate's key can sign for (ECDSA or RSA).
+const CERTIFICATE_SUITES: [CipherSuiteId; 4] = [
+    CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256,
+    CipherSuiteId::Tls_Ecdhe_Rsa_With_Aes_128_Gcm_Sha256,
+    CipherSuiteId::Tls_Ecdhe_Ecdsa_With_ChaCha20_Poly1305_Sha256,
+    CipherSuiteId::Tls_Ecdhe_Rsa_With_ChaCha20_Poly1305_Sha256,
+];
+
 thread_local! {
     static IN_PSK_CALLBACK: Cell<bool> = const { Cell::new(false) };
+    /// The identity the PSK callback refused during the current engine
+    /// call on this thread (the engine reports a refusal as internal_error;
+    /// see `PeerEngine::feed`).
+    static REFUSED_IDENTITY: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
 /// Whether this thread is inside the application's PSK callback, where the
@@ -123,11 +142,14 @@ pub(crate) struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// `hint` is announced in ServerKeyExchange (none when empty); `psk`
-    /// chooses each client's key.
+    /// With `psk`, PSK suites are offered: `psk` chooses each client's key
+    /// and `hint` is announced in ServerKeyExchange (none when empty). With
+    /// `certificate`, ECDHE suites are offered, signed with it. At least one
+    /// of the two is needed.
     pub(crate) fn new(
         hint: &[u8],
-        psk: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
+        psk: Option<PskCallback>,
+        certificate: Option<&CertifiedKey>,
     ) -> Result<Self> {
         let inner: Arc<dyn RTCCryptoProvider> = Arc::new(AwsLcRsProvider::new());
         let provider = Arc::new(Provider {
@@ -137,27 +159,27 @@ impl EngineConfig {
             },
             inner,
         });
-        let lookup = move |identity: &[u8]| {
-            let key = {
-                let _inside = PskCallbackScope::enter();
-                psk(identity)
-            };
-            match key {
-                Some(key) if !key.is_empty() => Ok(key),
-                _ => Err(rtc_shared::error::Error::Other(format!(
-                    "unknown PSK identity \"{}\"",
-                    printable(identity)
-                ))),
+        let mut suites = Vec::new();
+        let mut builder = ConfigBuilder::default().with_crypto_provider(provider.clone());
+        if let Some(psk) = psk {
+            suites.extend(PSK_SUITES);
+            builder = builder.with_psk(Some(Arc::new(psk_lookup(psk))));
+            if !hint.is_empty() {
+                builder = builder.with_psk_identity_hint(Some(hint.to_vec()));
             }
-        };
-        let mut builder = ConfigBuilder::default()
-            .with_crypto_provider(provider.clone())
-            .with_cipher_suites(SUITES.to_vec())
-            .with_psk(Some(Arc::new(lookup)));
-        if !hint.is_empty() {
-            builder = builder.with_psk_identity_hint(Some(hint.to_vec()));
+        }
+        if let Some(certificate) = certificate {
+            suites.extend(CERTIFICATE_SUITES);
+            builder =
+                builder.with_certificates(vec![certificate::from_certified_key(certificate)?]);
+        }
+        if suites.is_empty() {
+            return Err(Error::invalid_state(
+                "the DTLS server has neither a PSK callback nor a certificate",
+            ));
         }
         let config = builder
+            .with_cipher_suites(suites)
             .build(false, None)
             .map_err(|e| Error::new(ErrorKind::Tls, format!("DTLS configuration: {e}")))?;
         Ok(EngineConfig {
@@ -177,6 +199,30 @@ impl EngineConfig {
             secret.copy_from_slice(&sha2_digest(seed.as_bytes()));
         }
         secret
+    }
+}
+
+/// The engine's PSK lookup around the application's callback: marks the
+/// thread as inside the callback, and notes a refused identity (see
+/// `REFUSED_IDENTITY`).
+fn psk_lookup(
+    psk: PskCallback,
+) -> impl Fn(&[u8]) -> std::result::Result<Vec<u8>, rtc_shared::error::Error> {
+    move |identity: &[u8]| {
+        let key = {
+            let _inside = PskCallbackScope::enter();
+            psk(identity)
+        };
+        match key {
+            Some(key) if !key.is_empty() => Ok(key),
+            _ => {
+                REFUSED_IDENTITY.with(|refused| *refused.borrow_mut() = Some(identity.to_vec()));
+                Err(rtc_shared::error::Error::Other(format!(
+                    "unknown PSK identity \"{}\"",
+                    printable(identity)
+                )))
+            }
+        }
     }
 }
 
@@ -205,18 +251,40 @@ pub(crate) struct Step {
     pub outputs: Vec<Output>,
     pub transmits: Vec<BytesMut>,
     pub error: Option<String>,
+    /// Records dropped because they were malformed or did not authenticate.
+    pub dropped: u64,
 }
+
+/// How often the engine is asked to go on after a queued record failed to
+/// decrypt (each time it takes one more record off its queue).
+const MAX_RESUMES: usize = 64;
 
 /// One peer's DTLS state.
 pub(crate) struct PeerEngine {
     endpoint: Endpoint,
     /// The peer as the socket reports it.
     remote: SocketAddr,
+    config: Arc<HandshakeConfig>,
+    provider: Arc<dyn RTCCryptoProvider>,
+    established: bool,
+    /// Established with a PSK suite: the session's state, from which a copy
+    /// of the session is made to check an encrypted record before the
+    /// engine sees it (the engine answers a record that fails to decrypt
+    /// under a PSK suite with a fatal alert, ending the session).
+    sealed: Option<Vec<u8>>,
+    /// During the handshake: the alert unknown_psk_identity the engine
+    /// wanted to send when a record failed to decrypt. Sent if the handshake
+    /// then misses its deadline (the client's Finished never decrypted: a
+    /// wrong key), never because of the record itself, which anyone could
+    /// have forged.
+    undecryptable: Option<BytesMut>,
 }
 
 impl PeerEngine {
     /// A session for a client whose ClientHello (`hello`, in `datagram`)
-    /// carries a cookie the server verified; see the module docs.
+    /// carries a cookie the server verified; see the module docs. On
+    /// failure, why, and the engine's alert to send (e.g. no shared cipher
+    /// suite).
     pub(crate) fn start(
         config: &EngineConfig,
         local: SocketAddr,
@@ -224,25 +292,47 @@ impl PeerEngine {
         hello: &ClientHello<'_>,
         datagram: &[u8],
         now: Instant,
-    ) -> std::result::Result<(Self, Step), String> {
+    ) -> std::result::Result<(Self, Step), (String, Vec<BytesMut>)> {
+        let provider: Arc<dyn RTCCryptoProvider> = config.provider.clone();
         let mut engine = PeerEngine {
             endpoint: Endpoint::new(local, TransportProtocol::UDP, Some(config.config.clone())),
             remote,
+            config: config.config.clone(),
+            provider,
+            established: false,
+            sealed: None,
+            undecryptable: None,
         };
         let cookie: [u8; COOKIE_LEN] = hello
             .cookie()
             .try_into()
-            .map_err(|_| "the cookie has the wrong length".to_string())?;
+            .map_err(|_| ("the cookie has the wrong length".to_string(), Vec::new()))?;
         let first = hello.without_cookie(hello.record_sequence - 1);
         *config.provider.random.cookie.lock() = Some(cookie);
         let replayed = engine
             .endpoint
             .read(now, remote, None, BytesMut::from(&first[..]));
         let unused = config.provider.random.cookie.lock().take();
-        replayed.map_err(|e| format!("the DTLS engine rejected the ClientHello: {e}"))?;
         let mut answer = Vec::new();
         while let Some(transmit) = engine.endpoint.poll_transmit() {
             answer.push(transmit.message);
+        }
+        if let Err(e) = replayed {
+            answer.retain(|d| plaintext_alert(d).is_some());
+            // The engine numbers its alert 0, which the client already saw
+            // on the HelloVerifyRequest (RFC 6347 4.2.1 copies its first
+            // ClientHello's number there) and would drop as a replay; the
+            // verified ClientHello's number is above that one.
+            let sequence = hello.record_sequence.to_be_bytes();
+            for alert in &mut answer {
+                if alert.len() >= records::HEADER_LEN {
+                    alert[5..11].copy_from_slice(&sequence[2..]);
+                }
+            }
+            return Err((
+                format!("the DTLS engine rejected the ClientHello: {e}"),
+                answer,
+            ));
         }
         let adopted = unused.is_none()
             && answer.len() == 1
@@ -251,7 +341,7 @@ impl PeerEngine {
             // A ClientHello the engine cannot parse ends here too (it
             // answers nothing); an engine that draws its cookie differently
             // answers with another cookie.
-            return Err(format!(
+            let reason = format!(
                 "the DTLS engine did not take up the verified cookie (it answered {} \
                  datagram(s){}): malformed ClientHello, or an incompatible rtc-dtls",
                 answer.len(),
@@ -260,27 +350,168 @@ impl PeerEngine {
                 } else {
                     ""
                 }
-            ));
+            );
+            return Err((reason, Vec::new()));
         }
         let step = engine.read(now, datagram);
         Ok((engine, step))
     }
 
-    /// Feeds one datagram from the peer.
+    /// Feeds one datagram from the peer. Records with broken framing, of an
+    /// epoch or kind no genuine client sends, or that fail to decrypt are
+    /// dropped here (counted in `Step::dropped`) and end nothing.
     pub(crate) fn read(&mut self, now: Instant, datagram: &[u8]) -> Step {
         let mut step = Step::default();
-        match self
-            .endpoint
-            .read(now, self.remote, None, BytesMut::from(datagram))
-        {
-            Ok(events) => step.outputs = events.into_iter().filter_map(convert).collect(),
-            Err(e) => step.error = Some(describe(&e)),
+        let framed = records::split(datagram);
+        let framed_len: usize = framed.iter().map(|r| r.bytes.len()).sum();
+        if framed_len < datagram.len() {
+            step.dropped += 1;
         }
-        self.drain(&mut step);
-        if matches!(step.error.as_deref(), Some(ALERT_ERROR)) {
-            step.error = Some(explain_alert(datagram, &step.transmits));
+        let mut kept = Vec::new();
+        for record in framed {
+            if record.plausible() && self.decrypts(&record) {
+                kept.push(record);
+            } else {
+                step.dropped += 1;
+            }
+        }
+        if self.established {
+            // One datagram as the peer sent it: the engine tells a repeat of
+            // the client's last flight from data by the datagram.
+            if !kept.is_empty() {
+                let input: Vec<u8> = kept.iter().flat_map(|r| r.bytes.iter().copied()).collect();
+                self.feed(now, &input, &mut step);
+            }
+        } else {
+            // Record by record: the engine stops at the first record that
+            // fails and would lose the ones after it.
+            for record in kept {
+                self.feed(now, record.bytes, &mut step);
+                if step.error.is_some() {
+                    break;
+                }
+            }
         }
         step
+    }
+
+    /// Whether an encrypted record of an established PSK session decrypts,
+    /// tried on a copy of the session so the engine's own state (replay
+    /// window, alerts) is untouched by a forgery. Other records pass: the
+    /// engine drops a certificate session's undecryptable records itself,
+    /// and a handshake's are dealt with in `feed`.
+    fn decrypts(&self, record: &records::Record<'_>) -> bool {
+        let Some(sealed) = &self.sealed else {
+            return true;
+        };
+        if record.epoch == 0 {
+            return true;
+        }
+        let mut state = State::new(self.provider.clone(), false);
+        if state.unmarshal_binary(sealed).is_err() {
+            return true;
+        }
+        let mut copy = DTLSConn::new(self.config.clone(), false, Some(state));
+        if copy.read(record.bytes).is_ok() {
+            return true;
+        }
+        // An alert: the peer's own (echoed), or unknown_psk_identity for a
+        // record that did not decrypt. The copy has not "completed" its
+        // handshake, so it sends alerts unencrypted.
+        let mut answered_undecryptable = false;
+        while let Some(datagram) = copy.outgoing_raw_packet() {
+            answered_undecryptable |= records::split(&datagram)
+                .iter()
+                .any(|r| r.plaintext_alert() == Some(records::ALERT_UNKNOWN_PSK_IDENTITY));
+        }
+        !answered_undecryptable
+    }
+
+    /// Runs the engine on `input` (one datagram's records, or nothing to let
+    /// it go on with records it queued).
+    fn feed(&mut self, now: Instant, input: &[u8], step: &mut Step) {
+        let mut input = input;
+        for _ in 0..MAX_RESUMES {
+            REFUSED_IDENTITY.with(|refused| refused.borrow_mut().take());
+            let result = self
+                .endpoint
+                .read(now, self.remote, None, BytesMut::from(input));
+            let mut transmits = Vec::new();
+            while let Some(transmit) = self.endpoint.poll_transmit() {
+                transmits.push(transmit.message);
+            }
+            let refused = REFUSED_IDENTITY.with(|refused| refused.borrow_mut().take());
+            match result {
+                Ok(events) => {
+                    for output in events.into_iter().filter_map(convert) {
+                        if matches!(output, Output::HandshakeComplete) {
+                            self.on_established();
+                        }
+                        step.outputs.push(output);
+                    }
+                    step.transmits.extend(transmits);
+                    return;
+                }
+                Err(_) if refused.is_some() => {
+                    // rtc-dtls answers a refused identity with
+                    // internal_error; RFC 4279 2 asks for unknown_psk_identity.
+                    rewrite_alert(
+                        &mut transmits,
+                        records::ALERT_INTERNAL_ERROR,
+                        records::ALERT_UNKNOWN_PSK_IDENTITY,
+                    );
+                    step.transmits.extend(transmits);
+                    step.error = Some(format!(
+                        "unknown PSK identity \"{}\" (refused by the PSK callback); sent alert \
+                         unknown_psk_identity",
+                        printable(&refused.unwrap_or_default())
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    let undecryptable = !self.established
+                        && describe(&e) == ALERT_ERROR
+                        && !records::split(input)
+                            .iter()
+                            .any(|r| r.plaintext_alert().is_some())
+                        && take_alert(&mut transmits, records::ALERT_UNKNOWN_PSK_IDENTITY)
+                            .map(|alert| self.undecryptable.get_or_insert(alert))
+                            .is_some();
+                    step.transmits.extend(transmits);
+                    if !undecryptable {
+                        step.error = Some(match describe(&e) {
+                            reason if reason == ALERT_ERROR => {
+                                explain_alert(input, &step.transmits)
+                            }
+                            reason => reason,
+                        });
+                        return;
+                    }
+                    // A record failed to decrypt during the handshake: it is
+                    // dropped, and the engine goes on with what it queued
+                    // behind it.
+                    step.dropped += 1;
+                    input = &[];
+                }
+            }
+        }
+    }
+
+    fn on_established(&mut self) {
+        self.established = true;
+        self.undecryptable = None;
+        let Some(state) = self.endpoint.get_connection_state(self.remote) else {
+            return;
+        };
+        if state.is_cipher_suite_psk() {
+            self.sealed = state.marshal_binary().ok();
+        }
+    }
+
+    /// The alert for a handshake in which a record failed to decrypt (see
+    /// `undecryptable`), once.
+    pub(crate) fn take_undecryptable_alert(&mut self) -> Option<BytesMut> {
+        self.undecryptable.take()
     }
 
     /// Encrypts `data` into one record for the peer.
@@ -363,50 +594,3 @@ fn describe(error: &rtc_shared::error::Error) -> String {
 /// Stands for the engine's "a fatal alert was sent or received", which
 /// `explain_alert` replaces with which one.
 const ALERT_ERROR: &str = "fatal alert";
-
-/// Which fatal alert ended a session: the peer's, if the datagram that
-/// failed is a plaintext alert, else the one the engine answered with.
-fn explain_alert(received: &[u8], sent: &[BytesMut]) -> String {
-    if let Some(code) = plaintext_alert(received) {
-        return format!("the peer sent a fatal alert: {}", alert_name(code));
-    }
-    match sent.iter().find_map(|d| plaintext_alert(d)) {
-        Some(115) => "the client's Finished message did not decrypt (wrong pre-shared key?); \
-             sent alert unknown_psk_identity"
-            .to_string(),
-        Some(code) => format!("sent a fatal alert: {}", alert_name(code)),
-        None => "the session ended with a fatal alert".to_string(),
-    }
-}
-
-/// The description of an unencrypted (epoch 0) alert record that starts
-/// `datagram`.
-fn plaintext_alert(datagram: &[u8]) -> Option<u8> {
-    let record = cookie::first_record(datagram)?;
-    if record.content_type != 21 || record.epoch != 0 {
-        return None;
-    }
-    datagram.get(14).copied()
-}
-
-fn alert_name(code: u8) -> String {
-    let name = match code {
-        0 => "close_notify",
-        10 => "unexpected_message",
-        20 => "bad_record_mac",
-        22 => "record_overflow",
-        40 => "handshake_failure",
-        47 => "illegal_parameter",
-        49 => "access_denied",
-        50 => "decode_error",
-        51 => "decrypt_error",
-        70 => "protocol_version",
-        71 => "insufficient_security",
-        80 => "internal_error",
-        90 => "user_canceled",
-        110 => "unsupported_extension",
-        115 => "unknown_psk_identity",
-        other => return format!("alert {other}"),
-    };
-    name.to_string()
-}

@@ -2,16 +2,10 @@
 //! by its address and port, bounded in size, with each peer's deadlines.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::engine::PeerEngine;
-
-/// Epoch-0 bytes a peer may feed its engine over its whole life. A PSK
-/// handshake takes well under 2 KiB of them, retransmissions included; the
-/// bound keeps whoever spoofs a known peer's address from filling the
-/// engine's reassembly buffers.
-pub(crate) const EPOCH0_BUDGET: usize = 64 * 1024;
 
 pub(crate) struct Peer {
     /// The address as the socket reports it (what replies go to).
@@ -26,7 +20,9 @@ pub(crate) struct Peer {
     /// Last authenticated datagram from the peer (or handshake completion).
     pub last_activity: Instant,
     pub idle_timeout: Option<Duration>,
-    pub epoch0_bytes: usize,
+    /// Bytes the peer sent that no key vouches for: every byte before its
+    /// handshake completed, and epoch-0 bytes after.
+    pub unauthenticated_bytes: usize,
     pub identity: Vec<u8>,
 }
 
@@ -44,13 +40,13 @@ impl Peer {
         }
     }
 
-    /// Whether an epoch-0 datagram of `len` bytes still fits the budget
-    /// (and counts it if so).
-    pub(crate) fn take_epoch0(&mut self, len: usize) -> bool {
-        if self.epoch0_bytes + len > EPOCH0_BUDGET {
+    /// Counts `len` more unauthenticated bytes; false if that goes over
+    /// `budget` (then nothing is counted).
+    pub(crate) fn charge(&mut self, len: usize, budget: usize) -> bool {
+        if self.unauthenticated_bytes + len > budget {
             return false;
         }
-        self.epoch0_bytes += len;
+        self.unauthenticated_bytes += len;
         true
     }
 }
@@ -82,6 +78,14 @@ impl PeerTable {
         }
         self.peers.insert(key, peer);
         true
+    }
+
+    /// Peers from `ip` whose handshake has not completed.
+    pub(crate) fn handshaking_from(&self, ip: IpAddr) -> usize {
+        self.peers
+            .iter()
+            .filter(|(key, peer)| key.ip() == ip && !peer.established)
+            .count()
     }
 
     pub(crate) fn keys(&self) -> Vec<SocketAddr> {

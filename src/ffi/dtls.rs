@@ -23,18 +23,23 @@ pub enum dtlsserver_event_kind {
     /// HelloVerifyRequest round trip is done): the peer now has a session
     /// and its handshake runs ("verified, starting a handshake").
     DTLSSERVER_EVENT_HANDSHAKE_STARTED = 0,
-    /// The handshake completed; psk_identity is the client's identity. From
-    /// now on dtlsserver_write may send to the peer.
+    /// The handshake completed; psk_identity is the client's identity (empty
+    /// for a certificate suite). From now on dtlsserver_write may send to the
+    /// peer.
     DTLSSERVER_EVENT_HANDSHAKE_COMPLETE = 1,
     /// A datagram from the peer was decrypted; data/data_len is the plaintext.
     DTLSSERVER_EVENT_DATAGRAM_RECEIVED = 2,
     /// The peer sent close_notify (the server answered it); its session is gone.
     DTLSSERVER_EVENT_PEER_CLOSED = 3,
     /// Something failed: socket_error and description say what. With a peer
-    /// (peer_port != 0) that peer's session is gone: a failed handshake
-    /// (SSL_HANDSHAKE_FAILED, e.g. wrong key or refused identity), a handshake
-    /// deadline or idle timeout (SOCKET_TIMEOUT), a full peer table
-    /// (SOCKET_RESOURCE), a fatal alert after the handshake (SSL_INTERNAL).
+    /// (peer_port != 0) that peer's session is gone, or never began: a failed
+    /// handshake (SSL_HANDSHAKE_FAILED: a refused identity, a wrong key
+    /// (reported at the handshake deadline), no shared cipher suite), a
+    /// handshake deadline or idle timeout (SOCKET_TIMEOUT), a full peer
+    /// table, a peer over its handshake budget or an address at its
+    /// handshake bound (SOCKET_RESOURCE), a fatal alert after the handshake
+    /// (SSL_INTERNAL). Datagrams that do not authenticate never cause one:
+    /// they are dropped silently.
     DTLSSERVER_EVENT_ERROR = 4,
 }
 
@@ -86,7 +91,8 @@ pub type dtlsserver_callback =
 /// not NUL-terminated, may contain any byte). Write the key for it into
 /// `key` (room for `key_capacity` = DTLSSERVER_MAX_PSK_LENGTH bytes) and
 /// return its length (1..key_capacity); return 0 or a negative number to
-/// refuse the client (its handshake fails with an alert and an ERROR event).
+/// refuse the client (its handshake fails with the alert
+/// unknown_psk_identity and an ERROR event).
 pub type dtlsserver_psk_callback = Option<
     unsafe extern "C" fn(
         identity: *const u8,
@@ -210,8 +216,10 @@ pub extern "C" fn dtlsserver_set_identity_hint(
 }
 
 /// Sets the callback that picks the key for a client's PSK identity (see
-/// dtlsserver_psk_callback); `cb` NULL removes it, and every client is then
-/// refused. Required before dtlsserver_listen. It runs on the server's
+/// dtlsserver_psk_callback); `cb` NULL removes it: PSK clients are then
+/// refused, or, with a certificate set, PSK suites are no longer offered.
+/// Required before dtlsserver_listen unless dtlsserver_set_config gave a
+/// certificate. It runs on the server's
 /// thread during the handshake, while the server's lock is held: it must
 /// not call dtlsserver_write (that returns SSLSERVER_ERROR_INVALID_STATE)
 /// nor dtlsserver_free; dtlsserver_close is allowed.
@@ -309,11 +317,73 @@ pub extern "C" fn dtlsserver_max_peers(server: *const DtlsServer) -> c_int {
     read_handle(server, 0, DtlsServer::max_peers)
 }
 
+/// Bytes a peer may send before its handshake completes (default 65536, at
+/// least 2048); a peer that sends more is dropped with an ERROR event
+/// (SOCKET_RESOURCE). Every byte counts, whether it authenticates or not,
+/// so neither a client nor someone spoofing its address can make the
+/// server buffer more for it. After the handshake the same budget bounds
+/// the peer's unencrypted bytes (a repeated last flight); past it those are
+/// dropped, not the peer. Takes effect with the next datagram.
+#[no_mangle]
+pub extern "C" fn dtlsserver_set_handshake_budget(
+    server: *mut DtlsServer,
+    bytes: c_int,
+) -> sslserver_result {
+    with_handle(server, "server", |s| Ok(s.set_handshake_budget(bytes)?))
+}
+
+/// The handshake budget in bytes; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn dtlsserver_handshake_budget(server: *const DtlsServer) -> c_int {
+    read_handle(server, 0, DtlsServer::handshake_budget)
+}
+
+/// Bounds the peers from one IP address whose handshake has not completed
+/// (default 32, at least 1), so one host cannot fill the peer table from
+/// many source ports. A client whose cookie checks out while its address is
+/// at the bound is dropped with an ERROR event (SOCKET_RESOURCE);
+/// established peers do not count.
+#[no_mangle]
+pub extern "C" fn dtlsserver_set_max_handshakes_per_address(
+    server: *mut DtlsServer,
+    n: c_int,
+) -> sslserver_result {
+    with_handle(server, "server", |s| {
+        Ok(s.set_max_handshakes_per_address(n)?)
+    })
+}
+
+/// The per-address handshake bound; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn dtlsserver_max_handshakes_per_address(server: *const DtlsServer) -> c_int {
+    read_handle(server, 0, DtlsServer::max_handshakes_per_address)
+}
+
+/// Serves certificate suites (ECDHE-ECDSA or ECDHE-RSA with AES-GCM or
+/// ChaCha20-Poly1305, as the key allows) with the certificate chain and
+/// private key of `cfg` (copied; `cfg` may be freed afterwards). With a PSK
+/// callback set, clients may use either; without one, certificates only
+/// (dtlsserver_listen then needs no PSK callback). The rest of the
+/// sslconfig does not apply to DTLS: no client certificate is requested.
+/// SSLSERVER_ERROR_INVALID_ARGUMENT when `cfg` has no certificate and key.
+/// Applies to handshakes started afterwards.
+#[no_mangle]
+pub extern "C" fn dtlsserver_set_config(
+    server: *mut DtlsServer,
+    cfg: *const crate::ffi::config::sslconfig,
+) -> sslserver_result {
+    with_handle(server, "server", |s| {
+        let config = crate::ffi::config::snapshot(cfg)?;
+        Ok(s.set_config(&config)?)
+    })
+}
+
 /// Binds a UDP socket to `address` (NULL or "" = every address, dual-stack
 /// where possible; otherwise an IPv4 or IPv6 literal) and `port` (0 = an
 /// ephemeral port, read it back with dtlsserver_server_port) and starts the
-/// server's thread. Requires dtlsserver_set_psk_callback first
-/// (SSLSERVER_ERROR_INVALID_STATE otherwise, and while listening).
+/// server's thread. Requires dtlsserver_set_psk_callback or
+/// dtlsserver_set_config first (SSLSERVER_ERROR_INVALID_STATE otherwise,
+/// and while listening).
 #[no_mangle]
 pub extern "C" fn dtlsserver_listen(
     server: *mut DtlsServer,
