@@ -404,7 +404,7 @@ fn client_context(config: &TlsConfig) -> Result<Arc<ClientContext>> {
     if let Some(context) = slot.as_ref() {
         return Ok(context.clone());
     }
-    let verifier = Arc::new(ServerIdentityVerifier::new(config, system_roots().clone())?);
+    let verifier = Arc::new(ServerIdentityVerifier::new(config, system_roots())?);
     let builder = ClientConfig::builder_with_provider(crypto_provider().clone())
         .with_protocol_versions(protocol_versions(config.protocol())?)
         .map_err(|e| Error::new(ErrorKind::Tls, format!("unusable protocol versions: {e}")))?
@@ -427,13 +427,19 @@ fn client_context(config: &TlsConfig) -> Result<Arc<ClientContext>> {
 }
 
 /// The system's trust store, read once.
-fn system_roots() -> &'static RootCertStore {
-    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+/// (and the certificates it holds, for their dates).
+fn system_roots() -> &'static (RootCertStore, Vec<CertificateDer<'static>>) {
+    static ROOTS: OnceLock<(RootCertStore, Vec<CertificateDer<'static>>)> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let mut roots = RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(found.certs.into_iter().map(CertificateDer::into_owned));
-        roots
+        let usable = found
+            .certs
+            .into_iter()
+            .map(CertificateDer::into_owned)
+            .filter(|cert| roots.add(cert.clone()).is_ok())
+            .collect();
+        (roots, usable)
     })
 }
 

@@ -343,7 +343,9 @@ fn check_missing_certificate(
     server: rustls::Connection,
 ) -> Result<rustls::Connection, Failure> {
     if let Some(policy) = tls.client_auth() {
-        if server.handshake_kind() == Some(rustls::HandshakeKind::Full)
+        // Full, with or without a HelloRetryRequest (which the client can
+        // force): everything but a resumption, judged in `complete`.
+        if server.handshake_kind() != Some(rustls::HandshakeKind::Resumed)
             && server.peer_certificates().is_none()
         {
             policy
@@ -488,7 +490,9 @@ fn reject(
                     .describe(format!("the client sent a fatal alert: {description:?}"))
             });
         }
-        rustls::Error::NoCertificatesPresented => {
+        // rustls refused a missing certificate itself (a full handshake);
+        // a resumed session's refusal was reported when it was judged.
+        rustls::Error::NoCertificatesPresented if connection.ssl_handshake_errors().is_empty() => {
             if let Some(policy) = tls.client_auth() {
                 let errors = [SslError::new(SslErrorCode::NoPeerCertificate, None)];
                 verify::report_errors(policy, connection, events, &errors);

@@ -69,6 +69,10 @@ impl Common {
 pub struct Server {
     common: Arc<Common>,
     session: Mutex<Option<Arc<Session>>>,
+    /// Closed sessions whose callbacks may still run: a callback may close
+    /// its own server and go on, and a later close (or free) from another
+    /// thread must still wait for it.
+    retired: Mutex<Vec<Arc<Session>>>,
     /// Held from the "already listening?" check until the new session is
     /// stored, so two racing listens cannot both start one.
     starting: Mutex<()>,
@@ -94,6 +98,7 @@ impl Server {
                 last_error: Mutex::new((SocketError::Unknown, String::new())),
             }),
             session: Mutex::new(None),
+            retired: Mutex::new(Vec::new()),
             starting: Mutex::new(()),
         }
     }
@@ -246,14 +251,21 @@ impl Server {
     pub fn close(&self) {
         // The session stays stored until it is fully closed, so a second
         // concurrent close waits for it too instead of returning early.
-        let Some(session) = self.current() else {
-            return;
-        };
-        session.close();
-        let mut slot = self.session.lock();
-        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &session)) {
-            *slot = None;
+        if let Some(session) = self.current() {
+            session.close();
+            let mut slot = self.session.lock();
+            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                *slot = None;
+                self.retired.lock().push(session);
+            }
         }
+        // Callbacks of sessions closed before (perhaps by a callback that
+        // is still running) count too.
+        let retired = self.retired.lock().clone();
+        for session in &retired {
+            session.wait_for_callbacks();
+        }
+        self.retired.lock().retain(|s| !s.is_finished());
     }
 
     /// Stops accepting new connections (they wait in the kernel backlog).
@@ -395,6 +407,10 @@ pub(crate) struct SessionState {
     /// close waits for this to empty, also after a connection left the
     /// queue, since its thread may still be inside the pending callback.
     running: std::collections::HashSet<u64>,
+    /// Connection threads inside `close` from a callback. Such a closer
+    /// does not wait for these (they do not wait for it either), or two
+    /// callbacks closing at once would wait for each other forever.
+    closing_callbacks: std::collections::HashSet<u64>,
     /// The accept thread has not finished yet.
     accepting: bool,
     next_id: u64,
@@ -441,6 +457,7 @@ impl Session {
                 queue: Default::default(),
                 handshakes: HashMap::new(),
                 running: Default::default(),
+                closing_callbacks: Default::default(),
                 accepting: true,
                 next_id: 0,
             }),
@@ -459,12 +476,13 @@ impl Session {
         let spawned = std::thread::Builder::new()
             .name("sslserver-accept".into())
             .spawn(move || {
+                // Cleared however the thread ends (a panicking callback of
+                // the Rust API included), or close would wait forever.
+                let _finished = AcceptThreadFinished(&for_thread);
                 let acceptor = slot_for_thread.lock().take();
                 if let Some(acceptor) = acceptor {
                     acceptor.run(&for_thread);
                 }
-                for_thread.state.lock().accepting = false;
-                for_thread.changed.notify_all();
             });
         match spawned {
             Ok(handle) => {
@@ -640,8 +658,13 @@ impl Session {
 
     /// Returns once no thread of this session runs a callback or touches
     /// the server any more, however many threads call it at once; a
-    /// callback closing its own server does not wait for itself.
+    /// callback closing its own server does not wait for itself, nor for
+    /// other callbacks closing it at the same time.
     fn close(&self) {
+        let own = self.own_connection();
+        if let Some(id) = own {
+            self.state.lock().closing_callbacks.insert(id);
+        }
         {
             let _state = self.state.lock();
             self.closing.store(true, Ordering::Release);
@@ -679,13 +702,49 @@ impl Session {
         for connection in handshakes.iter().chain(&queued) {
             connection.wait_for_work();
         }
-        let own = SERVING
+        self.wait_for_callbacks();
+        if let Some(id) = own {
+            self.state.lock().closing_callbacks.remove(&id);
+            self.changed.notify_all();
+        }
+    }
+
+    /// The connection whose thread calls this, if it is one of this
+    /// session's connection threads (a callback).
+    fn own_connection(&self) -> Option<u64> {
+        SERVING
             .get()
             .filter(|&(session, _)| session == self as *const Session as usize)
-            .map(|(_, id)| id);
+            .map(|(_, id)| id)
+    }
+
+    /// Waits until no connection thread of this session may run a callback,
+    /// apart from the caller's own and, for a callback, the callbacks
+    /// closing the server at the same time.
+    fn wait_for_callbacks(&self) {
+        let own = self.own_connection();
         let mut state = self.state.lock();
-        while state.running.iter().any(|&id| Some(id) != own) {
+        while state
+            .running
+            .iter()
+            .any(|id| Some(*id) != own && !(own.is_some() && state.closing_callbacks.contains(id)))
+        {
             self.changed.wait(&mut state);
         }
+    }
+
+    /// No connection thread of this session is left.
+    fn is_finished(&self) -> bool {
+        self.state.lock().running.is_empty()
+    }
+}
+
+/// Marks the accept thread finished when it ends.
+struct AcceptThreadFinished<'a>(&'a Session);
+
+impl Drop for AcceptThreadFinished<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().accepting = false;
+        self.0.changed.notify_all();
     }
 }

@@ -21,6 +21,7 @@
 
 use std::sync::Arc;
 
+use rustls::pki_types::TrustAnchor;
 use rustls::pki_types::{CertificateDer, ServerName, SignatureVerificationAlgorithm, UnixTime};
 use rustls::{CertificateError, RootCertStore};
 use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter, KeyUsage};
@@ -50,15 +51,58 @@ impl Purpose {
 /// The trust anchors a chain is checked against.
 pub(crate) struct TrustStore {
     roots: RootCertStore,
+    /// The certificates behind the anchors of `roots`, so that a path's CA
+    /// has its dates checked too (webpki keeps only its name and key, and
+    /// does not; OpenSSL, and so Qt, does).
+    anchor_certificates: Vec<AnchorCertificate>,
     /// Certificates trusted as they are, when presented as the leaf: a
     /// configured CA certificate that is also the peer's own certificate
     /// (a self-signed certificate added as a CA), as OpenSSL and so Qt do.
     exact: Vec<CertificateDer<'static>>,
 }
 
+/// A trust anchor's certificate, found by the anchor's name and key.
+struct AnchorCertificate {
+    subject: Vec<u8>,
+    subject_public_key_info: Vec<u8>,
+    der: CertificateDer<'static>,
+}
+
 impl TrustStore {
-    pub(crate) fn new(roots: RootCertStore, exact: Vec<CertificateDer<'static>>) -> Self {
-        TrustStore { roots, exact }
+    /// `roots` made from `anchors` (each of which webpki accepted), and the
+    /// configured CAs `exact`.
+    pub(crate) fn new(
+        roots: RootCertStore,
+        anchors: &[CertificateDer<'static>],
+        exact: Vec<CertificateDer<'static>>,
+    ) -> Self {
+        let anchor_certificates = anchors
+            .iter()
+            .filter_map(|der| {
+                let anchor = webpki::anchor_from_trusted_cert(der).ok()?;
+                Some(AnchorCertificate {
+                    subject: anchor.subject.to_vec(),
+                    subject_public_key_info: anchor.subject_public_key_info.to_vec(),
+                    der: der.clone(),
+                })
+            })
+            .collect();
+        TrustStore {
+            roots,
+            anchor_certificates,
+            exact,
+        }
+    }
+
+    /// The certificate of a path's trust anchor.
+    fn certificate_of(&self, anchor: &TrustAnchor<'_>) -> Option<&CertificateDer<'static>> {
+        self.anchor_certificates
+            .iter()
+            .find(|a| {
+                a.subject == anchor.subject.as_ref()
+                    && a.subject_public_key_info == anchor.subject_public_key_info.as_ref()
+            })
+            .map(|a| &a.der)
     }
 
     /// Every problem of the chain `end_entity` + `intermediates` at `now`
@@ -113,6 +157,10 @@ impl TrustStore {
         found: &mut Findings,
     ) -> Option<Vec<CertificateDer<'static>>> {
         if self.exact.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+            // Trusted as it is, but still only for what it may be used for.
+            if !extended_key_usage_allows(end_entity, purpose) {
+                found.add(SslErrorCode::InvalidPurpose, Some(leaf));
+            }
             return Some(vec![leaf.clone()]);
         }
         let Ok(parsed) = EndEntityCert::try_from(end_entity) else {
@@ -124,12 +172,14 @@ impl TrustStore {
             crypto_provider().signature_verification_algorithms.all;
         let at = moment_of_validity(end_entity, intermediates, now);
         let anchors = &self.roots.roots;
+        // Leaf, intermediates, and the CA's certificate when it is known.
         let path_of = |path: webpki::VerifiedPath<'_>| {
             std::iter::once(leaf.clone())
                 .chain(
                     path.intermediate_certificates()
                         .map(|c| c.der().into_owned()),
                 )
+                .chain(self.certificate_of(path.anchor()).cloned())
                 .collect::<Vec<_>>()
         };
         // The common case, a valid chain, costs one path search.
@@ -334,13 +384,39 @@ pub(crate) fn matches_host_name(cert: &CertificateDer<'_>, name: &ServerName<'_>
         .any(|cn| {
             let cn = cn.to_ascii_lowercase();
             match cn.strip_prefix("*.") {
-                Some(suffix) => wanted
-                    .split_once('.')
-                    .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+                // As Qt: the wildcard stands for one whole label, not an
+                // internationalized one, below at least two more labels
+                // (`*.com` matches nothing).
+                Some(suffix) => {
+                    suffix.contains('.')
+                        && wanted.split_once('.').is_some_and(|(label, rest)| {
+                            !label.is_empty() && !label.starts_with("xn--") && rest == suffix
+                        })
+                }
                 None => cn == wanted,
             }
         });
     matched
+}
+
+/// Whether the certificate's extended key usage (if it has one) allows
+/// `purpose`.
+fn extended_key_usage_allows(cert: &CertificateDer<'_>, purpose: Purpose) -> bool {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return false;
+    };
+    match parsed.extended_key_usage() {
+        Ok(None) => true,
+        Ok(Some(usage)) => {
+            let usage = &usage.value;
+            usage.any
+                || match purpose {
+                    Purpose::TlsServer => usage.server_auth,
+                    Purpose::TlsClient => usage.client_auth,
+                }
+        }
+        Err(_) => false,
+    }
 }
 
 fn is_self_signed(cert: &CertificateDer<'_>) -> bool {
@@ -409,5 +485,115 @@ impl IgnoredErrors {
                     (Some(_), None) => false,
                 }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+
+    struct Ca {
+        params: CertificateParams,
+        key: KeyPair,
+        der: CertificateDer<'static>,
+    }
+
+    fn ca(valid_until_2001: bool) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Test Root");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        if valid_until_2001 {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let der = params.self_signed(&key).unwrap().der().clone();
+        Ca { params, key, der }
+    }
+
+    fn server_leaf(
+        issuer: &Ca,
+        names: Vec<String>,
+        common_name: Option<&str>,
+    ) -> CertificateDer<'static> {
+        let mut params = CertificateParams::new(names).unwrap();
+        if let Some(cn) = common_name {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        params
+            .signed_by(&key, &Issuer::from_params(&issuer.params, &issuer.key))
+            .unwrap()
+            .der()
+            .clone()
+    }
+
+    fn trusting(anchors: &[CertificateDer<'static>]) -> TrustStore {
+        let mut roots = RootCertStore::empty();
+        for anchor in anchors {
+            roots.add(anchor.clone()).unwrap();
+        }
+        TrustStore::new(roots, anchors, anchors.to_vec())
+    }
+
+    fn codes_for(
+        store: &TrustStore,
+        leaf: &CertificateDer<'static>,
+        host: &str,
+    ) -> Vec<SslErrorCode> {
+        let name = ServerName::try_from(host.to_string()).unwrap();
+        store
+            .examine(leaf, &[], UnixTime::now(), Purpose::TlsServer, Some(&name))
+            .iter()
+            .map(|e| e.code)
+            .collect()
+    }
+
+    #[test]
+    fn an_expired_trusted_ca_is_reported_and_named() {
+        let root = ca(true);
+        let leaf = server_leaf(&root, vec!["localhost".into()], None);
+        let store = trusting(std::slice::from_ref(&root.der));
+        let name = ServerName::try_from("localhost").unwrap();
+        let errors = store.examine(&leaf, &[], UnixTime::now(), Purpose::TlsServer, Some(&name));
+        let codes: Vec<_> = errors.iter().map(|e| e.code).collect();
+        assert_eq!(codes, [SslErrorCode::CertificateExpired]);
+        assert_eq!(errors[0].certificate.as_ref(), Some(&root.der));
+    }
+
+    #[test]
+    fn a_pinned_certificate_is_still_checked_for_its_purpose() {
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let client_only = params.self_signed(&key).unwrap().der().clone();
+        let store = trusting(std::slice::from_ref(&client_only));
+        assert_eq!(
+            codes_for(&store, &client_only, "localhost"),
+            [SslErrorCode::InvalidPurpose]
+        );
+    }
+
+    #[test]
+    fn a_common_name_wildcard_needs_two_labels_below_it() {
+        let root = ca(false);
+        let store = trusting(std::slice::from_ref(&root.der));
+        let top_level = server_leaf(&root, vec![], Some("*.com"));
+        assert_eq!(
+            codes_for(&store, &top_level, "victim.com"),
+            [SslErrorCode::HostNameMismatch]
+        );
+        let proper = server_leaf(&root, vec![], Some("*.example.com"));
+        assert_eq!(codes_for(&store, &proper, "www.example.com"), []);
+        assert_eq!(
+            codes_for(&store, &proper, "xn--bcher-kva.example.com"),
+            [SslErrorCode::HostNameMismatch]
+        );
     }
 }

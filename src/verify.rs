@@ -56,7 +56,11 @@ impl ClientAuthPolicy {
         Ok(Some(Arc::new(ClientAuthPolicy {
             mode,
             interrupt_on_error: config.handshake_must_interrupt_on_error(),
-            trust: TrustStore::new(roots, config.ca_certificates().to_vec()),
+            trust: TrustStore::new(
+                roots,
+                config.ca_certificates(),
+                config.ca_certificates().to_vec(),
+            ),
             ignored: config.ignored_errors().clone(),
             hints,
         })))
@@ -311,7 +315,12 @@ pub(crate) fn take_server_certificate_errors() -> Vec<SslError> {
 }
 
 impl ServerIdentityVerifier {
-    pub(crate) fn new(config: &TlsConfig, system_roots: RootCertStore) -> Result<Self> {
+    /// `system_roots`: the system's trust store and the certificates it
+    /// was made from.
+    pub(crate) fn new(
+        config: &TlsConfig,
+        system_roots: &(RootCertStore, Vec<CertificateDer<'static>>),
+    ) -> Result<Self> {
         let mode = match config.peer_verify_mode() {
             PeerVerifyMode::AutoVerifyPeer => PeerVerifyMode::VerifyPeer,
             other => other,
@@ -319,7 +328,8 @@ impl ServerIdentityVerifier {
         Ok(ServerIdentityVerifier {
             mode,
             trust: TrustStore::new(
-                root_store(system_roots, config)?,
+                root_store(system_roots.0.clone(), config)?,
+                &[&system_roots.1[..], config.ca_certificates()].concat(),
                 config.ca_certificates().to_vec(),
             ),
             ignored: config.ignored_errors().clone(),

@@ -493,3 +493,99 @@ fn a_client_certificate_that_is_a_configured_ca_is_trusted() {
         ]
     );
 }
+
+/// The events of one `openssl s_client -tls1_3` connection without a client
+/// certificate; with `force_hello_retry`, its first key share is a group
+/// rustls does not offer, so the server answers with a HelloRetryRequest.
+fn events_of_openssl_client(server: &TestServer, force_hello_retry: bool) -> Vec<Recorded> {
+    let mut command = std::process::Command::new("timeout");
+    command.args([
+        "20",
+        "openssl",
+        "s_client",
+        "-tls1_3",
+        "-connect",
+        &server.addr(),
+    ]);
+    if force_hello_retry {
+        command.args(["-groups", "ffdhe2048:X25519"]);
+    }
+    let output = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the openssl CLI is installed");
+    let transcript = String::from_utf8_lossy(&output.stdout);
+    if force_hello_retry {
+        assert!(
+            transcript.contains("Server Temp Key: X25519"),
+            "the retry did not pick X25519: {transcript}"
+        );
+    }
+    server
+        .events
+        .wait_until("the end of the connection", |events| {
+            events
+                .iter()
+                .any(|e| matches!(e.kind, PendingConnectionAvailable | ErrorOccurred))
+        })
+}
+
+/// After a HelloRetryRequest (which the client can force) the handshake is
+/// still full: a missing certificate is reported as in any full handshake.
+#[test]
+fn a_missing_certificate_is_reported_after_a_hello_retry_request_too() {
+    for force_hello_retry in [false, true] {
+        let ca = TestCa::new("ca");
+        let config = server_config(&ca.server(), PeerVerifyMode::VerifyPeer, Some(&ca));
+        let server = TestServer::start_with(
+            &config,
+            |_| {},
+            |event| {
+                if event.kind == NewConnection {
+                    event.connection.unwrap().ignore_ssl_errors();
+                }
+            },
+        );
+        let events = events_of_openssl_client(&server, force_hello_retry);
+        assert_eq!(
+            kinds_of(&events),
+            [
+                NewConnection,
+                StartedEncryptionHandshake,
+                PeerVerifyError,
+                SslErrors,
+                PendingConnectionAvailable
+            ],
+            "hello retry: {force_hello_retry}"
+        );
+        assert_eq!(
+            server.accept_one().ssl_handshake_errors(),
+            [SslErrorCode::NoPeerCertificate]
+        );
+    }
+}
+
+/// With interrupt-on-error, a client without a certificate needs the
+/// application's go-ahead, also when it forces a HelloRetryRequest.
+#[test]
+fn a_hello_retry_request_does_not_skip_the_interrupt_on_a_missing_certificate() {
+    for force_hello_retry in [false, true] {
+        let ca = TestCa::new("ca");
+        let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyPeer, Some(&ca));
+        config.add_ignored_ssl_error(SslErrorCode::NoPeerCertificate, None);
+        config.set_handshake_must_interrupt_on_error(true);
+        let server = TestServer::start(&config);
+        let events = events_of_openssl_client(&server, force_hello_retry);
+        let kinds = kinds_of(&events);
+        assert!(
+            kinds.contains(&HandshakeInterruptedOnError),
+            "hello retry: {force_hello_retry}: {kinds:?}"
+        );
+        assert_eq!(
+            kinds.last(),
+            Some(&ErrorOccurred),
+            "hello retry: {force_hello_retry}"
+        );
+        assert!(!server.server.has_pending_connections());
+    }
+}

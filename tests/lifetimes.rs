@@ -80,7 +80,7 @@ fn listen_racing_an_adopted_descriptor_exactly_one_succeeds() {
 /// A count whose byte size wraps around usize must be refused, not turned
 /// into a short slice over the caller's memory.
 #[test]
-fn array_length_that_overflows_is_invalid_argument() {
+fn lengths_that_overflow_are_invalid_argument() {
     let cfg = sslconfig_new();
     let code: i32 = 0;
     let huge = usize::MAX / 2 + 2; // * 4 wraps to a small number
@@ -91,6 +91,16 @@ fn array_length_that_overflows_is_invalid_argument() {
     let name = c"x".as_ptr();
     assert_eq!(
         sslconfig_set_alpn_protocols(cfg, &name, usize::MAX / 4 + 2),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    // A byte length no object can have (a negative length converted).
+    let byte = 0u8;
+    assert_eq!(
+        sslconfig_add_ignored_ssl_error(cfg, 9, &byte, usize::MAX),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        sslconfig_set_certificate_chain_pem(cfg, &byte, usize::MAX - 7),
         SSLSERVER_ERROR_INVALID_ARGUMENT
     );
     sslconfig_free(cfg);
@@ -212,5 +222,74 @@ fn concurrent_closes_each_wait_for_running_callbacks() {
     assert!(
         !probe.ran_after_close(),
         "a callback was still running after a close returned"
+    );
+}
+
+/// Two callbacks close their server at the same moment ("close is safe from
+/// a callback"). Each used to skip only itself and wait for the other:
+/// both hung, and every later close with them.
+#[test]
+fn two_callbacks_closing_at_once_both_return() {
+    let (_ca, server) = listening_server();
+    let weak = Arc::downgrade(&server);
+    let both_inside = Arc::new(Barrier::new(2));
+    let (returned, returns) = channel::<()>();
+    let returned = Mutex::new(returned);
+    server.set_callback(
+        EventKind::NewConnection,
+        Some(Arc::new(move |_: &sslserver::Event<'_>| {
+            both_inside.wait();
+            if let Some(server) = weak.upgrade() {
+                server.close();
+            }
+            let _ = returned.lock().unwrap().send(());
+        })),
+    );
+    server.listen(Some("127.0.0.1"), 0).unwrap();
+    let port = server.local_addr().unwrap().port();
+    let _a = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _b = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let returned = (0..2)
+        .filter(|_| returns.recv_timeout(Duration::from_secs(20)).is_ok())
+        .count();
+    if returned != 2 {
+        // Dropping the server would hang this test too.
+        std::mem::forget(server);
+        panic!("{returned} of 2 callbacks returned from close: deadlock");
+    }
+}
+
+/// A callback closes its own server and goes on using its userdata; a close
+/// from another thread after that must still wait for the callback, or the
+/// application frees the userdata under it.
+#[test]
+fn a_later_close_waits_for_a_callback_that_closed_the_server() {
+    let (_ca, server) = listening_server();
+    let weak = Arc::downgrade(&server);
+    let (closed, closes) = channel::<()>();
+    let closed = Mutex::new(closed);
+    let callback_done = Arc::new(AtomicBool::new(false));
+    let done = callback_done.clone();
+    server.set_callback(
+        EventKind::NewConnection,
+        Some(Arc::new(move |_: &sslserver::Event<'_>| {
+            if let Some(server) = weak.upgrade() {
+                server.close();
+            }
+            let _ = closed.lock().unwrap().send(());
+            // Still working with the application's data; the close below
+            // starts meanwhile and must not return before this ends.
+            thread::sleep(Duration::from_millis(300));
+            done.store(true, Ordering::SeqCst);
+        })),
+    );
+    server.listen(Some("127.0.0.1"), 0).unwrap();
+    let port = server.local_addr().unwrap().port();
+    let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    closes.recv_timeout(Duration::from_secs(20)).unwrap();
+    server.close();
+    assert!(
+        callback_done.load(Ordering::SeqCst),
+        "close returned while a callback of the server was still running"
     );
 }

@@ -381,3 +381,58 @@ fn client_mode_judges_resumed_sessions_again() {
         serving.join().unwrap();
     }
 }
+
+/// A client without a certificate, let in once under VERIFY_PEER by the
+/// application, resumes and is refused: each error is reported once (it
+/// used to be reported by the judgement and again by the refusal).
+#[test]
+fn a_refused_resumption_without_a_certificate_reports_each_error_once() {
+    let ca = TestCa::new("trusted ca");
+    let config = server_config(&ca.server(), PeerVerifyMode::VerifyPeer, Some(&ca));
+    let let_in = Arc::new(AtomicBool::new(true));
+    let flag = let_in.clone();
+    let server = TestServer::start_with(
+        &config,
+        |_| {},
+        move |event| {
+            if event.kind == EventKind::NewConnection && flag.load(Ordering::SeqCst) {
+                event.connection.unwrap().ignore_ssl_errors();
+            }
+        },
+    );
+    let client = client_config(&ca.identity.cert_der, None, &[]);
+    let setup = Setup {
+        server,
+        ignore: Arc::new(AtomicBool::new(false)),
+        client: self_signed("unused"),
+    };
+    let first = connect_and_take(&setup, &client);
+    assert!(!first.session().unwrap().resumed);
+    let_in.store(false, Ordering::SeqCst);
+    let _ = connect(setup.server.port, client.clone());
+    let events = setup.server.events.wait_until("the refusal", |events| {
+        events.iter().any(|e| e.kind == EventKind::ErrorOccurred)
+    });
+    let second: Vec<_> = events
+        .iter()
+        .skip_while(|e| e.peer_port != Some(first.peer_addr().port()))
+        .filter(|e| e.peer_port != Some(first.peer_addr().port()))
+        .collect();
+    let kinds: Vec<_> = second.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::NewConnection,
+            EventKind::StartedEncryptionHandshake,
+            EventKind::PeerVerifyError,
+            EventKind::SslErrors,
+            EventKind::AlertSent,
+            EventKind::ErrorOccurred
+        ]
+    );
+    assert_eq!(second[3].ssl_errors, [SslErrorCode::NoPeerCertificate]);
+    assert_eq!(
+        second[4].alert.map(|(_, alert)| alert),
+        Some(AlertType::CertificateRequired)
+    );
+}

@@ -247,7 +247,14 @@ pub(crate) unsafe fn bytes<'a>(
             Err(Failure::null(name))
         };
     }
-    // SAFETY: per this function's contract.
+    // No object is larger than isize::MAX bytes: such a length is a bug
+    // (often a negative value converted), not a buffer.
+    if isize::try_from(len).is_err() {
+        return Err(Failure::invalid(format!(
+            "{name}: length {len} is too large"
+        )));
+    }
+    // SAFETY: per this function's contract; the length is a possible size.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 

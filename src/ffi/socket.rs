@@ -69,7 +69,11 @@ pub extern "C" fn sslsocket_read(
         if buf.is_null() || out_n.is_null() {
             return Err(Failure::null(if buf.is_null() { "buf" } else { "out_n" }));
         }
-        // SAFETY: the caller passes `len` writable bytes at `buf`.
+        if isize::try_from(len).is_err() {
+            return Err(Failure::invalid(format!("buf: length {len} is too large")));
+        }
+        // SAFETY: the caller passes `len` writable bytes at `buf`, a
+        // possible object size (checked).
         let buffer = unsafe { std::slice::from_raw_parts_mut(buf, len) };
         let n = s.read(buffer)?;
         // SAFETY: out_n checked non-NULL; the caller passes a writable size_t.
