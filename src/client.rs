@@ -10,7 +10,7 @@ use std::thread;
 
 use crossbeam_channel::RecvTimeoutError;
 use rustls::client::{
-    ClientSessionMemoryCache, ClientSessionStore, Resumption, ResolvesClientCert,
+    ClientSessionMemoryCache, ClientSessionStore, ResolvesClientCert, Resumption,
     Tls12ClientSessionValue, Tls13ClientSessionValue,
 };
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -181,7 +181,7 @@ fn connect_tcp(
 }
 
 /// A connection over a connected TCP stream.
-pub(crate) fn connection_over(
+fn connection_over(
     stream: TcpStream,
     mode: SslMode,
     host: Option<String>,
@@ -375,8 +375,14 @@ fn refused(
             }
         }
     };
-    connection.set_error(socket_error_of(&error), error.to_string());
+    let socket_error = socket_error_of(&error);
+    connection.set_error(socket_error, error.to_string());
     connection.abort();
+    events.emit(EventKind::ErrorOccurred, || {
+        Event::new(EventKind::ErrorOccurred, Some(connection))
+            .socket_error(socket_error)
+            .describe(error.to_string())
+    });
     error
 }
 
@@ -598,12 +604,19 @@ impl ClientSessionStore for CountingTicketStore {
         self.0.remove_tls12_session(server_name);
     }
 
-    fn insert_tls13_ticket(&self, server_name: ServerName<'static>, value: Tls13ClientSessionValue) {
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
         TICKETS_RECEIVED.with(|count| count.set(count.get() + 1));
         self.0.insert_tls13_ticket(server_name, value);
     }
 
-    fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
         self.0.take_tls13_ticket(server_name)
     }
 }

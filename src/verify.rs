@@ -308,6 +308,29 @@ thread_local! {
     static FOUND: std::cell::RefCell<Vec<SslError>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// The socket whose client handshake runs on this thread, and where its
+    /// events go: PEER_VERIFY_ERROR and SSL_ERRORS come from inside rustls's
+    /// call, like on a server.
+    static OBSERVER: std::cell::RefCell<Option<(Arc<Connection>, EventSink)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `handshake` (a client handshake of `connection` on this thread)
+/// with the server-certificate checks reporting to `events`; the socket's
+/// callbacks may accept the errors with `ignore_ssl_errors`.
+pub(crate) fn observe_server_certificate_checks<T>(
+    connection: &Arc<Connection>,
+    events: &EventSink,
+    handshake: impl FnOnce() -> T,
+) -> T {
+    // A callback may run another client handshake on this thread.
+    let outer = OBSERVER.with(|o| o.replace(Some((connection.clone(), events.clone()))));
+    let result = handshake();
+    OBSERVER.with(|o| *o.borrow_mut() = outer);
+    result
+}
+
 /// The errors the last server-certificate check on this thread found
 /// (taken, so a later handshake starts empty).
 pub(crate) fn take_server_certificate_errors() -> Vec<SslError> {
@@ -363,7 +386,13 @@ impl ServerIdentityVerifier {
         if errors.is_empty() {
             return Ok(());
         }
+        let observer = OBSERVER.with(|o| o.borrow().clone());
+        let accepted_by_callback = observer.is_some_and(|(connection, events)| {
+            report_server_certificate_errors(&connection, &events, &errors);
+            connection.verification().errors_ignored()
+        });
         let accepted = self.mode == PeerVerifyMode::QueryPeer
+            || accepted_by_callback
             || self.ignored.cover(&errors)
             || self.decide.as_ref().is_some_and(|decide| decide(&errors));
         let refusal = trust::refusal(&errors);
@@ -374,6 +403,28 @@ impl ServerIdentityVerifier {
             Err(refusal)
         }
     }
+}
+
+/// A client socket's PEER_VERIFY_ERROR (one per error) and SSL_ERRORS.
+fn report_server_certificate_errors(
+    connection: &Arc<Connection>,
+    events: &EventSink,
+    errors: &[SslError],
+) {
+    connection.verification().set_errors(errors);
+    for error in errors {
+        events.emit(EventKind::PeerVerifyError, || {
+            Event::new(EventKind::PeerVerifyError, Some(connection))
+                .ssl_errors(std::slice::from_ref(error))
+                .describe(error.message.clone())
+        });
+    }
+    events.emit(EventKind::SslErrors, || {
+        let names: Vec<&str> = errors.iter().map(|e| e.code.name()).collect();
+        Event::new(EventKind::SslErrors, Some(connection))
+            .ssl_errors(errors)
+            .describe(format!("server certificate errors: {}", names.join(", ")))
+    });
 }
 
 impl std::fmt::Debug for ServerIdentityVerifier {

@@ -411,6 +411,18 @@ impl Connection {
         SslMode::from_u8(self.mode.load(Ordering::Acquire))
     }
 
+    /// The socket's descriptor, for readiness polling; -1 once closed.
+    pub fn descriptor(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        let io = self.io.lock();
+        let closed = io.input == Input::Closed || (io.input != Input::Open && io.output_closed);
+        if closed {
+            -1
+        } else {
+            self.stream.as_raw_fd()
+        }
+    }
+
     /// The host name the socket was connected to (`sslsocket_connect`).
     pub(crate) fn host(&self) -> Option<&str> {
         self.host.as_deref()
@@ -433,7 +445,9 @@ impl Connection {
                 Ordering::Acquire,
             )
             .map(|_| ())
-            .map_err(|_| Error::invalid_state("the socket is already encrypted (or being encrypted)"))
+            .map_err(|_| {
+                Error::invalid_state("the socket is already encrypted (or being encrypted)")
+            })
     }
 
     /// Sets this socket's callback for `kind` (`None` removes it).
