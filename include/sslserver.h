@@ -382,7 +382,8 @@ typedef struct sslserver_event {
   // PEER_VERIFY_ERROR and HANDSHAKE_INTERRUPTED_ON_ERROR: 1; SSL_ERRORS: n.
   const struct sslserver_ssl_error *ssl_errors;
   size_t ssl_error_count;
-  // ALERT_SENT, ALERT_RECEIVED (UNKNOWN otherwise).
+  // ALERT_SENT, ALERT_RECEIVED; otherwise SSLSERVER_ALERT_UNKNOWN and
+  // SSLSERVER_ALERT_UNKNOWN_ALERT_MESSAGE.
   enum sslserver_alert_level alert_level;
   enum sslserver_alert_type alert_type;
   // Human-readable text for the event, never NULL.
@@ -538,7 +539,7 @@ enum sslserver_result sslconfig_set_ignored_ssl_errors(struct sslconfig *cfg,
 // Accepts the certificate error `code` without asking, only for the
 // certificate whose DER encoding is `cert_der` (`cert_der_len` bytes), as
 // Qt's QSslError(error, certificate) in an ignore list does. Adds to the
-// ignores set before. With cert_der NULL and cert_der_len 0, `code` is
+// ignores set before. With cert_der_len 0 (cert_der NULL or not), `code` is
 // ignored for any certificate (see the warning at
 // sslconfig_set_ignored_ssl_errors). Errors that concern no certificate
 // (NO_PEER_CERTIFICATE) are ignored only for any certificate.
@@ -814,23 +815,32 @@ enum sslserver_result sslsocket_connect_encrypted(const char *host,
                                                   struct sslsocket **out);
 
 // Reads decrypted bytes into `buf` (`len` > 0), blocking until at least one
-// is available. `*out_n = 0` means the peer closed cleanly (close_notify).
-// SSLSERVER_ERROR_CLOSED when the peer closed TCP without close_notify or
-// the socket was closed here; SSLSERVER_ERROR_TLS on a protocol error.
+// is available. `*out_n = 0` means the peer closed cleanly (close_notify;
+// in UNENCRYPTED mode, the peer's TCP close). SSLSERVER_ERROR_CLOSED when
+// the peer closed TCP without close_notify or the socket was closed here;
+// SSLSERVER_ERROR_TLS on a protocol error; SSLSERVER_ERROR_IO on another
+// network error; SSLSERVER_ERROR_INVALID_STATE during a handshake (an
+// event's socket, a start call running); SSLSERVER_ERROR_INVALID_ARGUMENT
+// for `len` 0. In UNENCRYPTED mode it reads plain bytes, at most `len`:
+// what it does not read is left for the next read or, after a start call,
+// the handshake.
 enum sslserver_result sslsocket_read(struct sslsocket *s, uint8_t *buf, size_t len, size_t *out_n);
 
-// Encrypts and writes all `len` bytes, blocking until the kernel has them;
-// `*out_n` (may be NULL) receives `len`. May run while another thread reads.
+// Encrypts and writes all `len` bytes (in UNENCRYPTED mode: writes them as
+// they are), blocking until the kernel has them; `*out_n` (may be NULL)
+// receives `len`. May run while another thread reads.
 enum sslserver_result sslsocket_write(struct sslsocket *s,
                                       const uint8_t *buf,
                                       size_t len,
                                       size_t *out_n);
 
-// Waits up to `msecs` ms (-1 = forever) for decrypted bytes. False on
+// Waits up to `msecs` ms (-1 = forever) for decrypted bytes (plain bytes
+// in UNENCRYPTED mode). False on
 // timeout, when the connection ends, and for NULL.
 bool sslsocket_wait_for_ready_read(struct sslsocket *s, int msecs);
 
-// Decrypted bytes that sslsocket_read returns without blocking. Takes in
+// Decrypted bytes (plain bytes in UNENCRYPTED mode) that sslsocket_read
+// returns without blocking. Takes in
 // what has arrived on the socket since the last call; never waits.
 size_t sslsocket_bytes_available(const struct sslsocket *s);
 
@@ -877,8 +887,10 @@ enum sslserver_result sslsocket_session_cipher(const struct sslsocket *s,
                                                size_t len,
                                                size_t *out_n);
 
-// Whether the session was resumed (client mode: a ticket from an earlier
-// connection with the same sslconfig was accepted).
+// Whether the session was resumed: on a server, the client presented a
+// ticket or session of this server; in client mode, a ticket from an
+// earlier connection with the same sslconfig was accepted. Either way the
+// peer's certificate was judged again.
 bool sslsocket_session_resumed(const struct sslsocket *s);
 
 // The subject of the peer's certificate, e.g. "CN=localhost"
@@ -937,8 +949,10 @@ enum sslserver_result sslsocket_disconnect_from_host(struct sslsocket *s);
 void sslsocket_abort(struct sslsocket *s);
 
 // Disconnects gracefully if still open (close_notify), then frees the
-// socket. Only for sockets from sslserver_next_pending_connection (never an
-// event's borrowed socket). Only when no other thread is inside a call on
+// socket. For every socket the application owns: from
+// sslserver_next_pending_connection, sslsocket_connect_encrypted,
+// sslsocket_connect or sslsocket_new_from_descriptor (never an event's
+// borrowed socket). Only when no other thread is inside a call on
 // this socket: to wake a thread blocked on it, call sslsocket_abort first,
 // join that thread, then free. NULL is a no-op.
 void sslsocket_free(struct sslsocket *s);
