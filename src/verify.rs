@@ -139,20 +139,9 @@ pub(crate) fn report_errors(
             return false;
         }
     } else {
-        for error in errors {
-            events.emit(EventKind::PeerVerifyError, || {
-                Event::new(EventKind::PeerVerifyError, Some(connection))
-                    .ssl_errors(std::slice::from_ref(error))
-                    .describe(error.message.clone())
-            });
-        }
+        emit_peer_verify_errors(connection, events, errors);
     }
-    events.emit(EventKind::SslErrors, || {
-        let names: Vec<&str> = errors.iter().map(|e| e.code.name()).collect();
-        Event::new(EventKind::SslErrors, Some(connection))
-            .ssl_errors(errors)
-            .describe(format!("client certificate errors: {}", names.join(", ")))
-    });
+    emit_ssl_errors(connection, events, errors, "client");
     policy.mode == PeerVerifyMode::QueryPeer
         || verification.errors_ignored()
         || policy.ignored.cover(errors)
@@ -412,6 +401,12 @@ fn report_server_certificate_errors(
     errors: &[SslError],
 ) {
     connection.verification().set_errors(errors);
+    emit_peer_verify_errors(connection, events, errors);
+    emit_ssl_errors(connection, events, errors, "server");
+}
+
+/// PEER_VERIFY_ERROR, once per error.
+fn emit_peer_verify_errors(connection: &Arc<Connection>, events: &EventSink, errors: &[SslError]) {
     for error in errors {
         events.emit(EventKind::PeerVerifyError, || {
             Event::new(EventKind::PeerVerifyError, Some(connection))
@@ -419,11 +414,20 @@ fn report_server_certificate_errors(
                 .describe(error.message.clone())
         });
     }
+}
+
+/// SSL_ERRORS with every error of the `whose` ("client", "server") chain.
+fn emit_ssl_errors(
+    connection: &Arc<Connection>,
+    events: &EventSink,
+    errors: &[SslError],
+    whose: &str,
+) {
     events.emit(EventKind::SslErrors, || {
         let names: Vec<&str> = errors.iter().map(|e| e.code.name()).collect();
         Event::new(EventKind::SslErrors, Some(connection))
             .ssl_errors(errors)
-            .describe(format!("server certificate errors: {}", names.join(", ")))
+            .describe(format!("{whose} certificate errors: {}", names.join(", ")))
     });
 }
 

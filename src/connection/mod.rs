@@ -307,6 +307,15 @@ impl Inbox {
         received
     }
 
+    /// Moves up to `buf.len()` pending bytes into `buf`.
+    fn take_into(&mut self, buf: &mut [u8]) -> usize {
+        let pending = self.pending();
+        let n = pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&pending[..n]);
+        self.consume(n);
+        n
+    }
+
     fn consume(&mut self, n: usize) {
         self.taken += n;
         if self.is_empty() {
@@ -685,12 +694,7 @@ impl Connection {
     /// receive returns as soon as there is plaintext; `Wait::Never` adds what
     /// has arrived to what there is.
     fn receive(&self, wait: Wait) -> bool {
-        let inbox = match wait {
-            Wait::Forever => Some(self.inbox.lock()),
-            Wait::Until(deadline) => self.inbox.try_lock_until(deadline),
-            Wait::Never => self.inbox.try_lock(),
-        };
-        let Some(mut inbox) = inbox else {
+        let Some(mut inbox) = self.lock_inbox(wait) else {
             return false;
         };
         {
@@ -740,6 +744,16 @@ impl Connection {
             self.report_tickets();
         }
         true
+    }
+
+    /// The inbox, waiting for it as long as `wait` allows: whoever holds it
+    /// is the one thread receiving.
+    fn lock_inbox(&self, wait: Wait) -> Option<MutexGuard<'_, Inbox>> {
+        match wait {
+            Wait::Forever => Some(self.inbox.lock()),
+            Wait::Until(deadline) => self.inbox.try_lock_until(deadline),
+            Wait::Never => self.inbox.try_lock(),
+        }
     }
 
     /// Sends what rustls queued while taking input (a fatal alert after a

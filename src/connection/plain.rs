@@ -24,11 +24,7 @@ impl Connection {
         let mut inbox = self.inbox.lock();
         loop {
             if !inbox.is_empty() {
-                let pending = inbox.pending();
-                let n = pending.len().min(buf.len());
-                buf[..n].copy_from_slice(&pending[..n]);
-                inbox.consume(n);
-                return Ok(n);
+                return Ok(inbox.take_into(buf));
             }
             if let Some(end) = self.io.lock().end_of_read() {
                 return end;
@@ -53,12 +49,7 @@ impl Connection {
     /// Waits until plain bytes are readable (true), or `wait` ends or the
     /// input does (false).
     pub(super) fn plain_wait_for_ready_read(&self, wait: Wait) -> bool {
-        let inbox = match wait {
-            Wait::Forever => Some(self.inbox.lock()),
-            Wait::Until(deadline) => self.inbox.try_lock_until(deadline),
-            Wait::Never => self.inbox.try_lock(),
-        };
-        let Some(mut inbox) = inbox else {
+        let Some(mut inbox) = self.lock_inbox(wait) else {
             return false;
         };
         loop {
@@ -139,11 +130,7 @@ impl Read for HandshakeInput<'_> {
         {
             let mut inbox = self.0.inbox.lock();
             if !inbox.is_empty() {
-                let pending = inbox.pending();
-                let n = pending.len().min(buf.len());
-                buf[..n].copy_from_slice(&pending[..n]);
-                inbox.consume(n);
-                return Ok(n);
+                return Ok(inbox.take_into(buf));
             }
         }
         (&self.0.stream).read(buf)
