@@ -96,7 +96,7 @@ static bool smtp_reply(sslsocket *s, const char *code, bool *has_starttls) {
       fprintf(stderr, "client: unexpected SMTP reply: %s\n", line);
       return false;
     }
-    if (has_starttls && strcmp(line + 4, "STARTTLS") == 0)
+    if (has_starttls && strlen(line) > 4 && strcmp(line + 4, "STARTTLS") == 0)
       *has_starttls = true;
     if (line[3] != '-')
       return true; /* the last line of the reply */

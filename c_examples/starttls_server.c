@@ -41,6 +41,7 @@
 #define HOST_NAME "localhost"
 #define MAX_LINE 1000 /* RFC 5321: a command line is at most 1000 octets */
 #define HANDSHAKE_TIMEOUT_MS 10000
+#define IDLE_TIMEOUT_MS 300000 /* RFC 5321: a server waits 5 minutes for a command */
 
 static struct {
     const char *address; /* NULL = any */
@@ -51,13 +52,15 @@ static struct {
 
 static sslconfig *config;
 
-/* The connections being served, so shutdown can abort and wait for them. */
+/* The connections being served, so shutdown can abort them, and the number
+   of connection threads, so it can wait for them. */
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t all_done;
     sslsocket *sockets[1024];
     size_t count;
-} registry = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0};
+    size_t threads;
+} registry = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0, 0};
 
 static void usage(void)
 {
@@ -94,6 +97,8 @@ static bool read_line(sslsocket *s, char line[MAX_LINE + 1])
     for (;;) {
         uint8_t byte;
         size_t n = 0;
+        if (sslsocket_bytes_available(s) == 0 && !sslsocket_wait_for_ready_read(s, IDLE_TIMEOUT_MS))
+            return false; /* idle too long, or closed */
         if (sslsocket_read(s, &byte, 1, &n) != SSLSERVER_OK || n == 0)
             return false;
         if (byte == '\n')
@@ -181,6 +186,8 @@ static void *serve(void *arg)
     printf("connection %s closed\n", peer);
     fflush(stdout);
 
+    /* Out of the registry first (shutdown no longer aborts it), then free
+       without the lock: freeing may wait up to a second for close_notify. */
     pthread_mutex_lock(&registry.lock);
     for (size_t i = 0; i < registry.count; i++) {
         if (registry.sockets[i] == s) {
@@ -188,8 +195,10 @@ static void *serve(void *arg)
             break;
         }
     }
+    pthread_mutex_unlock(&registry.lock);
     sslsocket_free(s);
-    if (registry.count == 0)
+    pthread_mutex_lock(&registry.lock);
+    if (--registry.threads == 0)
         pthread_cond_broadcast(&registry.all_done);
     pthread_mutex_unlock(&registry.lock);
     return NULL;
@@ -218,14 +227,20 @@ static void *accept_loop(void *arg)
         }
         pthread_mutex_lock(&registry.lock);
         bool room = registry.count < sizeof registry.sockets / sizeof registry.sockets[0];
-        if (room)
+        if (room) {
             registry.sockets[registry.count++] = s;
+            registry.threads++;
+        }
         pthread_mutex_unlock(&registry.lock);
         pthread_t thread;
         if (!room || pthread_create(&thread, NULL, serve, s) != 0) {
             pthread_mutex_lock(&registry.lock);
-            if (room)
-                registry.count--;
+            if (room) {
+                for (size_t i = 0; i < registry.count; i++)
+                    if (registry.sockets[i] == s)
+                        registry.sockets[i] = registry.sockets[--registry.count];
+                registry.threads--;
+            }
             pthread_mutex_unlock(&registry.lock);
             sslsocket_free(s);
             continue;
@@ -368,7 +383,7 @@ out:
     pthread_mutex_lock(&registry.lock);
     for (size_t i = 0; i < registry.count; i++)
         sslsocket_abort(registry.sockets[i]);
-    while (registry.count > 0)
+    while (registry.threads > 0)
         pthread_cond_wait(&registry.all_done, &registry.lock);
     pthread_mutex_unlock(&registry.lock);
     sslconfig_free(config);

@@ -932,9 +932,11 @@ size_t sslsocket_ssl_handshake_error_count(const struct sslsocket *s);
 enum sslserver_ssl_error_code sslsocket_ssl_handshake_error(const struct sslsocket *s,
                                                             size_t index);
 
-// From SSL_ERRORS or PEER_VERIFY_ERROR: accept the client certificate
-// despite its errors. Called earlier (NEW_CONNECTION, STARTED_...), it also
-// lets a VERIFY_PEER handshake without a client certificate go on.
+// From SSL_ERRORS or PEER_VERIFY_ERROR: accept the peer's certificate
+// despite its errors (a client's on a server, the server's in a client
+// start). Called earlier (NEW_CONNECTION, STARTED_..., or before a start
+// call), it accepts whatever errors come, and lets a VERIFY_PEER handshake
+// without a client certificate go on.
 void sslsocket_ignore_ssl_errors(struct sslsocket *s);
 
 // From HANDSHAKE_INTERRUPTED_ON_ERROR: go on with the handshake.
@@ -1035,8 +1037,12 @@ int sslsocket_descriptor(const struct sslsocket *s);
 // NEW_CONNECTION and PENDING_CONNECTION_AVAILABLE) and the socket-only
 // kinds ENCRYPTED, MODE_CHANGED and NEW_SESSION_TICKET_RECEIVED,
 // synchronously on the thread that makes them happen (the start call, or
-// a read for a ticket), with no library lock held. A callback may call any
-// sslsocket_* function on this socket except sslsocket_free.
+// sslsocket_read / sslsocket_wait_for_ready_read for a ticket; never a
+// getter), with no library lock held. A callback may call any sslsocket_*
+// function on this socket except sslsocket_free. Replacing or removing a
+// callback does not wait for a call of it running on another thread: keep
+// `userdata` valid until the socket is freed. Client mode has no
+// HANDSHAKE_INTERRUPTED_ON_ERROR: its errors are decided in SSL_ERRORS.
 // SSLSERVER_ERROR_INVALID_ARGUMENT for an unknown kind and for
 // NEW_CONNECTION, PENDING_CONNECTION_AVAILABLE and ACCEPT_ERROR (a
 // server's), SSLSERVER_ERROR_UNSUPPORTED for

@@ -130,6 +130,7 @@ fn encrypt(
             .describe("TLS handshake started")
     });
     take_server_certificate_errors();
+    take_tickets_received();
     let outcome = observe_server_certificate_checks(connection, &events, || {
         handshake::complete(connection, &mut tls, deadline, &mut |tls| {
             let chain = tls.peer_certificates().unwrap_or_default();
@@ -145,6 +146,8 @@ fn encrypt(
     let errors = take_server_certificate_errors();
     connection.verification().set_errors(&errors);
     if let Err(failure) = outcome {
+        // Tickets of a failed handshake are nobody's.
+        take_tickets_received();
         return Err(refused(connection, &events, failure, deadline, &errors));
     }
     connection.install(tls, Some(name.to_string()));

@@ -101,6 +101,14 @@ pub fn check_descriptor(fd: BorrowedFd<'_>) -> std::result::Result<(), String> {
     if socket_type != SocketType::STREAM {
         return Err("is not a stream socket (UDP?)".to_string());
     }
+    // TCP (or MPTCP, which applications use like TCP), not SCTP.
+    const IPPROTO_MPTCP: u32 = 262;
+    let protocol = sockopt::socket_protocol(fd).map_err(|e| format!("cannot be inspected: {e}"))?;
+    if !protocol.is_some_and(|p| {
+        p.as_raw().get() == libc::IPPROTO_TCP as u32 || p.as_raw().get() == IPPROTO_MPTCP
+    }) {
+        return Err("is not a TCP socket".to_string());
+    }
     let family = sockopt::socket_domain(fd).map_err(|e| format!("cannot be inspected: {e}"))?;
     if family != AddressFamily::INET && family != AddressFamily::INET6 {
         return Err("is not a TCP socket (a Unix domain socket?)".to_string());

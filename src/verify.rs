@@ -313,11 +313,19 @@ pub(crate) fn observe_server_certificate_checks<T>(
     events: &EventSink,
     handshake: impl FnOnce() -> T,
 ) -> T {
+    /// Puts back the outer observer however the handshake ends (a Rust
+    /// callback may panic), so the socket is not kept alive by the thread.
+    struct Restore(Option<(Arc<Connection>, EventSink)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            OBSERVER.with(|o| *o.borrow_mut() = outer);
+        }
+    }
     // A callback may run another client handshake on this thread.
-    let outer = OBSERVER.with(|o| o.replace(Some((connection.clone(), events.clone()))));
-    let result = handshake();
-    OBSERVER.with(|o| *o.borrow_mut() = outer);
-    result
+    let _restore =
+        Restore(OBSERVER.with(|o| o.replace(Some((connection.clone(), events.clone())))));
+    handshake()
 }
 
 /// The errors the last server-certificate check on this thread found

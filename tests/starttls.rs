@@ -675,3 +675,111 @@ fn callback_kinds_and_the_mode_enum_are_consistent() {
         assert!(header.contains(&format!("{name} = {value},")), "{name}");
     }
 }
+
+/// Ticket events come from reads only: a getter that happens to take the
+/// tickets in (is_encrypted, state, bytes_available) never runs a callback,
+/// so an application may call getters holding its own locks.
+#[test]
+fn ticket_events_come_from_reads_not_from_getters() {
+    let ca = TestCa::new("ca");
+    let server_tls = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    let mut client_tls = TlsConfig::new();
+    client_tls
+        .add_ca_certificates_pem(ca.identity.cert_pem.as_bytes())
+        .unwrap();
+    let (accepted, client) = accepted_pair();
+    let server = thread::spawn(move || {
+        let socket = socket_from_descriptor(accepted);
+        start_server_encryption(&socket, &server_tls, 10_000).unwrap();
+        let mut byte = [0u8; 1];
+        let _ = socket.read(&mut byte);
+    });
+    let socket = sslserver::upgrade::wrap(client)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let seen = record(&socket);
+    start_client_encryption(&socket, &client_tls, Some("localhost"), 10_000).unwrap();
+    // Wait, without taking anything in, until the tickets are on the socket.
+    let mut poll = libc::pollfd {
+        fd: sslsocket_descriptor(Arc::as_ptr(&socket)),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY (test): one valid pollfd.
+    assert_eq!(unsafe { libc::poll(&mut poll, 1, 30_000) }, 1);
+    let before = kinds(&seen).len();
+    assert!(socket.is_encrypted());
+    assert_eq!(socket.bytes_available(), 0);
+    assert_eq!(kinds(&seen).len(), before, "a getter ran a callback");
+    assert!(!socket.wait_for_ready_read(Some(Duration::from_millis(10))));
+    assert!(
+        kinds(&seen)[before..].contains(&EventKind::NewSessionTicketReceived),
+        "the read did not report the tickets: {:?}",
+        kinds(&seen)
+    );
+    socket.disconnect_from_host().unwrap();
+    server.join().unwrap();
+}
+
+/// The client direction of injection: bytes a server (or a man in the
+/// middle) sends behind its go-ahead are the start of the TLS stream: the
+/// start fails, and they never come back from a read.
+#[test]
+fn a_reply_injected_behind_the_go_ahead_fails_the_client_start() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.write_all(b"220 ready\r\n250 injected\r\n").unwrap();
+        peer.set_read_timeout(Some(SOON)).unwrap();
+        // Until the client gives up.
+        let _ = peer.read_to_end(&mut Vec::new());
+    });
+    let socket = connect("127.0.0.1", port, 10_000).unwrap();
+    assert_eq!(read_line(&socket), "220 ready\r\n");
+    let mut verify_none = TlsConfig::new();
+    verify_none.set_peer_verify_mode(PeerVerifyMode::VerifyNone);
+    let err = start_client_encryption(&socket, &verify_none, None, 10_000).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    let mut buf = [0u8; 64];
+    assert!(
+        socket.read(&mut buf).is_err(),
+        "the injected reply became data"
+    );
+    socket.release();
+    server.join().unwrap();
+}
+
+/// A Rust callback that panics inside a client handshake leaves nothing
+/// behind on the thread: the socket is not kept alive.
+#[test]
+fn a_panicking_callback_does_not_keep_the_socket_alive() {
+    let ca = TestCa::new("ca");
+    let server_tls = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    let (accepted, client) = accepted_pair();
+    let server = thread::spawn(move || {
+        let socket = socket_from_descriptor(accepted);
+        let _ = start_server_encryption(&socket, &server_tls, 10_000);
+    });
+    let socket = sslserver::upgrade::wrap(client)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    socket.set_callback(
+        EventKind::SslErrors,
+        Some(Arc::new(|_: &sslserver::Event<'_>| {
+            panic!("callback panics")
+        })),
+    );
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        start_client_encryption(&socket, &TlsConfig::new(), Some("localhost"), 10_000)
+    }));
+    assert!(outcome.is_err(), "the callback's panic went through");
+    socket.set_callback(EventKind::SslErrors, None);
+    socket.abort();
+    server.join().unwrap();
+    assert_eq!(
+        Arc::strong_count(&socket),
+        1,
+        "the thread still holds the socket"
+    );
+}

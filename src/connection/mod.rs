@@ -643,17 +643,25 @@ impl Connection {
             return self.plain_read(buf);
         }
         loop {
-            {
+            let (outcome, tickets) = {
                 let mut io = self.io.lock();
                 if io.tls.is_none() {
                     return Err(Error::invalid_state("the TLS handshake has not completed"));
                 }
-                if io.plaintext > 0 {
-                    return Ok(take_plaintext(&mut io, buf));
-                }
-                if let Some(end) = io.end_of_read() {
-                    return end;
-                }
+                let outcome = if io.plaintext > 0 {
+                    Some(Ok(take_plaintext(&mut io, buf)))
+                } else {
+                    io.end_of_read()
+                };
+                (outcome, io.tickets > 0)
+            };
+            // Tickets are reported by reads only, never by a getter that
+            // happened to take them in.
+            if tickets {
+                self.report_tickets();
+            }
+            if let Some(outcome) = outcome {
+                return outcome;
             }
             self.receive(Wait::Forever);
         }
@@ -670,14 +678,22 @@ impl Connection {
             return self.plain_wait_for_ready_read(wait);
         }
         loop {
-            {
+            let (ready, tickets) = {
                 let io = self.io.lock();
-                if io.plaintext > 0 {
-                    return true;
-                }
-                if io.input != Input::Open || io.tls.is_none() {
-                    return false;
-                }
+                let ready = if io.plaintext > 0 {
+                    Some(true)
+                } else if io.input != Input::Open || io.tls.is_none() {
+                    Some(false)
+                } else {
+                    None
+                };
+                (ready, io.tickets > 0)
+            };
+            if tickets {
+                self.report_tickets();
+            }
+            if let Some(ready) = ready {
+                return ready;
             }
             let received = self.receive(wait);
             let expired = matches!(wait, Wait::Until(deadline) if Instant::now() >= deadline);
@@ -738,11 +754,7 @@ impl Connection {
             inbox.release();
         }
         drop(inbox);
-        let tickets = io.tickets > 0;
         self.send_replies(io);
-        if tickets {
-            self.report_tickets();
-        }
         true
     }
 

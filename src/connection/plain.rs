@@ -15,7 +15,7 @@ use rustix::net::RecvFlags;
 
 use super::{wait_readable, Connection, Input, Wait};
 use crate::error::{Error, ErrorKind, Result};
-use crate::types::SocketError;
+use crate::types::{SocketError, SslMode};
 
 impl Connection {
     /// Blocks until plain bytes arrive and reads up to `buf.len()` of them;
@@ -23,6 +23,11 @@ impl Connection {
     pub(super) fn plain_read(&self, buf: &mut [u8]) -> Result<usize> {
         let mut inbox = self.inbox.lock();
         loop {
+            // A start call may have begun while this thread waited: what
+            // arrived since is the handshake's, never plain data.
+            if self.mode() != SslMode::Unencrypted {
+                return Err(encryption_started());
+            }
             if !inbox.is_empty() {
                 return Ok(inbox.take_into(buf));
             }
@@ -39,6 +44,9 @@ impl Connection {
         let Some(mut inbox) = self.inbox.try_lock() else {
             return 0;
         };
+        if self.mode() != SslMode::Unencrypted {
+            return 0;
+        }
         if inbox.is_empty() && self.io.lock().input == Input::Open {
             let received = inbox.fill(&self.stream, RecvFlags::DONTWAIT);
             self.plain_received(received);
@@ -53,6 +61,9 @@ impl Connection {
             return false;
         };
         loop {
+            if self.mode() != SslMode::Unencrypted {
+                return false;
+            }
             if !inbox.is_empty() {
                 return true;
             }
@@ -80,6 +91,9 @@ impl Connection {
     /// Sends all of `data` as it is; blocks until the kernel has it.
     pub(super) fn plain_write(&self, data: &[u8]) -> Result<usize> {
         let _sending = self.send.lock();
+        if self.mode() != SslMode::Unencrypted {
+            return Err(encryption_started());
+        }
         {
             let io = self.io.lock();
             if io.output_closed || io.input == Input::Closed {
@@ -127,12 +141,16 @@ pub(crate) struct HandshakeInput<'a>(&'a Connection);
 
 impl Read for HandshakeInput<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        {
-            let mut inbox = self.0.inbox.lock();
-            if !inbox.is_empty() {
-                return Ok(inbox.take_into(buf));
-            }
+        // Held while receiving too, so that no other thread receives from
+        // the socket during the handshake.
+        let mut inbox = self.0.inbox.lock();
+        if !inbox.is_empty() {
+            return Ok(inbox.take_into(buf));
         }
         (&self.0.stream).read(buf)
     }
+}
+
+fn encryption_started() -> Error {
+    Error::invalid_state("encryption has started on this socket")
 }

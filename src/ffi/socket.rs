@@ -350,9 +350,11 @@ pub extern "C" fn sslsocket_ssl_handshake_error(
     })
 }
 
-/// From SSL_ERRORS or PEER_VERIFY_ERROR: accept the client certificate
-/// despite its errors. Called earlier (NEW_CONNECTION, STARTED_...), it also
-/// lets a VERIFY_PEER handshake without a client certificate go on.
+/// From SSL_ERRORS or PEER_VERIFY_ERROR: accept the peer's certificate
+/// despite its errors (a client's on a server, the server's in a client
+/// start). Called earlier (NEW_CONNECTION, STARTED_..., or before a start
+/// call), it accepts whatever errors come, and lets a VERIFY_PEER handshake
+/// without a client certificate go on.
 #[no_mangle]
 pub extern "C" fn sslsocket_ignore_ssl_errors(s: *mut Connection) {
     read_handle(s, (), Connection::ignore_ssl_errors)

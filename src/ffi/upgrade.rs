@@ -194,8 +194,12 @@ pub extern "C" fn sslsocket_descriptor(s: *const Connection) -> c_int {
 /// NEW_CONNECTION and PENDING_CONNECTION_AVAILABLE) and the socket-only
 /// kinds ENCRYPTED, MODE_CHANGED and NEW_SESSION_TICKET_RECEIVED,
 /// synchronously on the thread that makes them happen (the start call, or
-/// a read for a ticket), with no library lock held. A callback may call any
-/// sslsocket_* function on this socket except sslsocket_free.
+/// sslsocket_read / sslsocket_wait_for_ready_read for a ticket; never a
+/// getter), with no library lock held. A callback may call any sslsocket_*
+/// function on this socket except sslsocket_free. Replacing or removing a
+/// callback does not wait for a call of it running on another thread: keep
+/// `userdata` valid until the socket is freed. Client mode has no
+/// HANDSHAKE_INTERRUPTED_ON_ERROR: its errors are decided in SSL_ERRORS.
 /// SSLSERVER_ERROR_INVALID_ARGUMENT for an unknown kind and for
 /// NEW_CONNECTION, PENDING_CONNECTION_AVAILABLE and ACCEPT_ERROR (a
 /// server's), SSLSERVER_ERROR_UNSUPPORTED for
