@@ -24,11 +24,13 @@ fn main() {
     let mut parts = version.split('.');
     let mut part = || parts.next().unwrap_or("0").to_string();
     let (major, minor, patch) = (part(), part(), part());
+    // cbindgen.toml's own text (the sslsocket_mode enum) follows.
+    let from_toml = config.after_includes.take().unwrap_or_default();
     config.after_includes = Some(format!(
         "\n#define SSLSERVER_VERSION \"{version}\"\n\
          #define SSLSERVER_VERSION_MAJOR {major}\n\
          #define SSLSERVER_VERSION_MINOR {minor}\n\
-         #define SSLSERVER_VERSION_PATCH {patch}"
+         #define SSLSERVER_VERSION_PATCH {patch}\n{from_toml}"
     ));
     let bindings = match cbindgen::generate_with_config(&crate_dir, config) {
         Ok(bindings) => bindings,
@@ -44,6 +46,12 @@ fn main() {
     for digit in '0'..='9' {
         header = header.replace(&format!("{digit}OR_LATER"), &format!("{digit}_OR_LATER"));
     }
+    // The mode enum is written by hand (cbindgen.toml says why); cbindgen
+    // does not know the name is an enum tag.
+    header = header.replace(
+        "\nsslsocket_mode sslsocket_mode(",
+        "\nenum sslsocket_mode sslsocket_mode(",
+    );
     let path = Path::new(&crate_dir).join("include").join("sslserver.h");
     // Rewrite only on change, so the header's timestamp means something.
     if std::fs::read_to_string(&path).ok().as_deref() != Some(header.as_str()) {

@@ -3,9 +3,11 @@
  *
  *   client [--cafile CA.pem] [--cert CHAIN.pem --key KEY.pem]
  *          [--verify-name NAME] [--ignore-errors CODE,...] [--alpn p1,p2]
- *          [--insecure] HOST PORT
+ *          [--insecure] [--starttls smtp] HOST PORT
  *
- * Connects, prints one line
+ * With --starttls smtp it connects in plain text, reads the greeting, says
+ * EHLO and STARTTLS (QSslSocket::connectToHost + startClientEncryption),
+ * then upgrades. Connects, prints one line
  *   connected protocol=TLSv1.3 cipher=NAME alpn=PROTO subject=SUBJECT
  * then copies standard input to the connection and the connection to
  * standard output until both ends are closed. On a certificate verification
@@ -27,7 +29,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: client [--cafile CA.pem] [--cert CHAIN.pem --key KEY.pem]\n"
           "              [--verify-name NAME] [--ignore-errors CODE,...] [--alpn p1,p2]\n"
-          "              [--insecure] HOST PORT\n");
+          "              [--insecure] [--starttls smtp] HOST PORT\n");
 }
 
 /* Fails with the library's explanation of the last error. */
@@ -60,6 +62,64 @@ static bool report_errors(const sslserver_ssl_error *errors, size_t count, void 
   return false;
 }
 
+/* Reads one SMTP reply line (one byte at a time: what follows is TLS) into
+ * `line`; false when the server closed or the line is too long. */
+static bool read_reply_line(sslsocket *s, char *line, size_t size) {
+  size_t len = 0;
+  for (;;) {
+    uint8_t byte;
+    size_t n = 0;
+    if (sslsocket_read(s, &byte, 1, &n) != SSLSERVER_OK || n == 0)
+      return false;
+    if (byte == '\n')
+      break;
+    if (len + 1 >= size)
+      return false;
+    line[len++] = (char)byte;
+  }
+  if (len > 0 && line[len - 1] == '\r')
+    len--;
+  line[len] = '\0';
+  return true;
+}
+
+/* Reads a (possibly multi-line) reply; true if its code is `code`. Sets
+ * *has_starttls when a line of it advertises STARTTLS. */
+static bool smtp_reply(sslsocket *s, const char *code, bool *has_starttls) {
+  char line[1024];
+  for (;;) {
+    if (!read_reply_line(s, line, sizeof line)) {
+      fprintf(stderr, "client: the SMTP server closed the connection\n");
+      return false;
+    }
+    if (strncmp(line, code, 3) != 0) {
+      fprintf(stderr, "client: unexpected SMTP reply: %s\n", line);
+      return false;
+    }
+    if (has_starttls && strlen(line) > 4 && strcmp(line + 4, "STARTTLS") == 0)
+      *has_starttls = true;
+    if (line[3] != '-')
+      return true; /* the last line of the reply */
+  }
+}
+
+/* The plain-text part of SMTP's STARTTLS (RFC 3207). */
+static bool smtp_starttls(sslsocket *s) {
+  bool has_starttls = false;
+  static const char ehlo[] = "EHLO client.invalid\r\n", starttls[] = "STARTTLS\r\n";
+  if (!smtp_reply(s, "220", NULL) ||
+      check(sslsocket_write(s, (const uint8_t *)ehlo, strlen(ehlo), NULL), "EHLO") != 0 ||
+      !smtp_reply(s, "250", &has_starttls))
+    return false;
+  if (!has_starttls) {
+    fprintf(stderr, "client: the SMTP server does not offer STARTTLS\n");
+    return false;
+  }
+  return check(sslsocket_write(s, (const uint8_t *)starttls, strlen(starttls), NULL),
+               "STARTTLS") == 0 &&
+         smtp_reply(s, "220", NULL);
+}
+
 /* Copies the connection to standard output until the server closes. */
 static void *copy_to_stdout(void *arg) {
   sslsocket *s = arg;
@@ -79,6 +139,7 @@ static void *copy_to_stdout(void *arg) {
 int main(int argc, char **argv) {
   const char *cafile = NULL, *cert = NULL, *key = NULL, *verify_name = NULL;
   char *ignore = NULL, *alpn = NULL;
+  const char *starttls = NULL;
   bool insecure = false;
   int arg = 1;
   for (; arg < argc && strncmp(argv[arg], "--", 2) == 0; arg++) {
@@ -98,12 +159,14 @@ int main(int argc, char **argv) {
     else if (strcmp(opt, "--verify-name") == 0) verify_name = value;
     else if (strcmp(opt, "--ignore-errors") == 0) ignore = value;
     else if (strcmp(opt, "--alpn") == 0) alpn = value;
+    else if (strcmp(opt, "--starttls") == 0) starttls = value;
     else {
       usage();
       return 2;
     }
   }
-  if (argc - arg != 2 || (cert == NULL) != (key == NULL)) {
+  if (argc - arg != 2 || (cert == NULL) != (key == NULL) ||
+      (starttls && strcmp(starttls, "smtp") != 0)) {
     usage();
     return 2;
   }
@@ -144,9 +207,15 @@ int main(int argc, char **argv) {
   if (check(sslconfig_set_ssl_errors_callback(cfg, report_errors, NULL), "callback") != 0)
     goto done;
 
-  if (check(sslsocket_connect_encrypted(host, (uint16_t)port, cfg, verify_name, 10000, &s),
-            "connect") != 0)
+  if (starttls) {
+    if (check(sslsocket_connect(host, (uint16_t)port, 10000, &s), "connect") != 0 ||
+        !smtp_starttls(s) ||
+        check(sslsocket_start_client_encryption(s, cfg, verify_name, 10000), "connect") != 0)
+      goto done;
+  } else if (check(sslsocket_connect_encrypted(host, (uint16_t)port, cfg, verify_name, 10000, &s),
+                   "connect") != 0) {
     goto done;
+  }
 
   char cipher[128] = "", protocol_alpn[256] = "", subject[1024] = "";
   size_t n = 0;

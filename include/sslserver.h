@@ -23,6 +23,16 @@
 #define SSLSERVER_VERSION_MAJOR 0
 #define SSLSERVER_VERSION_MINOR 1
 #define SSLSERVER_VERSION_PATCH 0
+// Whether a socket is encrypted, and as which end (QSslSocket::SslMode).
+// Written `enum sslsocket_mode`: sslsocket_mode() is the function reading it.
+enum sslsocket_mode {
+  // Plain TCP: from a descriptor or sslsocket_connect, before a start call.
+  SSLSOCKET_UNENCRYPTED_MODE = 0,
+  // The client end of TLS (sslsocket_connect_encrypted, or started as client).
+  SSLSOCKET_CLIENT_MODE = 1,
+  // The server end of TLS (from a server's queue, or started as server).
+  SSLSOCKET_SERVER_MODE = 2,
+};
 
 // The DTLS server's default handshake timeout, in ms.
 #define DTLSSERVER_DEFAULT_HANDSHAKE_TIMEOUT_MS 5000
@@ -235,6 +245,15 @@ typedef enum sslserver_event_kind {
   SSLSERVER_EVENT_PRE_SHARED_KEY_AUTHENTICATION_REQUIRED = 9,
   // `accept()` failed, for example with EMFILE (`acceptError`).
   SSLSERVER_EVENT_ACCEPT_ERROR = 10,
+  // Socket only: the handshake completed (`encrypted`).
+  SSLSERVER_EVENT_ENCRYPTED = 11,
+  // Socket only: the socket left UNENCRYPTED mode for client or server
+  // mode (`modeChanged`), as a start call begins.
+  SSLSERVER_EVENT_MODE_CHANGED = 12,
+  // Socket only, client mode: the server sent a TLS 1.3 session ticket
+  // (`newSessionTicketReceived`); a later connection with the same
+  // `sslconfig` can resume with it.
+  SSLSERVER_EVENT_NEW_SESSION_TICKET_RECEIVED = 13,
 } sslserver_event_kind;
 
 // The level of a TLS alert: `QSsl::AlertLevel`.
@@ -380,7 +399,8 @@ typedef struct sslserver_event {
   // PEER_VERIFY_ERROR and HANDSHAKE_INTERRUPTED_ON_ERROR: 1; SSL_ERRORS: n.
   const struct sslserver_ssl_error *ssl_errors;
   size_t ssl_error_count;
-  // ALERT_SENT, ALERT_RECEIVED (UNKNOWN otherwise).
+  // ALERT_SENT, ALERT_RECEIVED; otherwise SSLSERVER_ALERT_UNKNOWN and
+  // SSLSERVER_ALERT_UNKNOWN_ALERT_MESSAGE.
   enum sslserver_alert_level alert_level;
   enum sslserver_alert_type alert_type;
   // Human-readable text for the event, never NULL.
@@ -536,7 +556,7 @@ enum sslserver_result sslconfig_set_ignored_ssl_errors(struct sslconfig *cfg,
 // Accepts the certificate error `code` without asking, only for the
 // certificate whose DER encoding is `cert_der` (`cert_der_len` bytes), as
 // Qt's QSslError(error, certificate) in an ignore list does. Adds to the
-// ignores set before. With cert_der NULL and cert_der_len 0, `code` is
+// ignores set before. With cert_der_len 0 (cert_der NULL or not), `code` is
 // ignored for any certificate (see the warning at
 // sslconfig_set_ignored_ssl_errors). Errors that concern no certificate
 // (NO_PEER_CERTIFICATE) are ignored only for any certificate.
@@ -847,23 +867,32 @@ enum sslserver_result sslsocket_connect_encrypted(const char *host,
                                                   struct sslsocket **out);
 
 // Reads decrypted bytes into `buf` (`len` > 0), blocking until at least one
-// is available. `*out_n = 0` means the peer closed cleanly (close_notify).
-// SSLSERVER_ERROR_CLOSED when the peer closed TCP without close_notify or
-// the socket was closed here; SSLSERVER_ERROR_TLS on a protocol error.
+// is available. `*out_n = 0` means the peer closed cleanly (close_notify;
+// in UNENCRYPTED mode, the peer's TCP close). SSLSERVER_ERROR_CLOSED when
+// the peer closed TCP without close_notify or the socket was closed here;
+// SSLSERVER_ERROR_TLS on a protocol error; SSLSERVER_ERROR_IO on another
+// network error; SSLSERVER_ERROR_INVALID_STATE during a handshake (an
+// event's socket, a start call running); SSLSERVER_ERROR_INVALID_ARGUMENT
+// for `len` 0. In UNENCRYPTED mode it reads plain bytes, at most `len`:
+// what it does not read is left for the next read or, after a start call,
+// the handshake.
 enum sslserver_result sslsocket_read(struct sslsocket *s, uint8_t *buf, size_t len, size_t *out_n);
 
-// Encrypts and writes all `len` bytes, blocking until the kernel has them;
-// `*out_n` (may be NULL) receives `len`. May run while another thread reads.
+// Encrypts and writes all `len` bytes (in UNENCRYPTED mode: writes them as
+// they are), blocking until the kernel has them; `*out_n` (may be NULL)
+// receives `len`. May run while another thread reads.
 enum sslserver_result sslsocket_write(struct sslsocket *s,
                                       const uint8_t *buf,
                                       size_t len,
                                       size_t *out_n);
 
-// Waits up to `msecs` ms (-1 = forever) for decrypted bytes. False on
+// Waits up to `msecs` ms (-1 = forever) for decrypted bytes (plain bytes
+// in UNENCRYPTED mode). False on
 // timeout, when the connection ends, and for NULL.
 bool sslsocket_wait_for_ready_read(struct sslsocket *s, int msecs);
 
-// Decrypted bytes that sslsocket_read returns without blocking. Takes in
+// Decrypted bytes (plain bytes in UNENCRYPTED mode) that sslsocket_read
+// returns without blocking. Takes in
 // what has arrived on the socket since the last call; never waits.
 size_t sslsocket_bytes_available(const struct sslsocket *s);
 
@@ -910,8 +939,10 @@ enum sslserver_result sslsocket_session_cipher(const struct sslsocket *s,
                                                size_t len,
                                                size_t *out_n);
 
-// Whether the session was resumed (client mode: a ticket from an earlier
-// connection with the same sslconfig was accepted).
+// Whether the session was resumed: on a server, the client presented a
+// ticket or session of this server; in client mode, a ticket from an
+// earlier connection with the same sslconfig was accepted. Either way the
+// peer's certificate was judged again.
 bool sslsocket_session_resumed(const struct sslsocket *s);
 
 // The subject of the peer's certificate, e.g. "CN=localhost"
@@ -953,9 +984,11 @@ size_t sslsocket_ssl_handshake_error_count(const struct sslsocket *s);
 enum sslserver_ssl_error_code sslsocket_ssl_handshake_error(const struct sslsocket *s,
                                                             size_t index);
 
-// From SSL_ERRORS or PEER_VERIFY_ERROR: accept the client certificate
-// despite its errors. Called earlier (NEW_CONNECTION, STARTED_...), it also
-// lets a VERIFY_PEER handshake without a client certificate go on.
+// From SSL_ERRORS or PEER_VERIFY_ERROR: accept the peer's certificate
+// despite its errors (a client's on a server, the server's in a client
+// start). Called earlier (NEW_CONNECTION, STARTED_..., or before a start
+// call), it accepts whatever errors come, and lets a VERIFY_PEER handshake
+// without a client certificate go on.
 void sslsocket_ignore_ssl_errors(struct sslsocket *s);
 
 // From HANDSHAKE_INTERRUPTED_ON_ERROR: go on with the handshake.
@@ -970,11 +1003,106 @@ enum sslserver_result sslsocket_disconnect_from_host(struct sslsocket *s);
 void sslsocket_abort(struct sslsocket *s);
 
 // Disconnects gracefully if still open (close_notify), then frees the
-// socket. Only for sockets from sslserver_next_pending_connection (never an
-// event's borrowed socket). Only when no other thread is inside a call on
+// socket. For every socket the application owns: from
+// sslserver_next_pending_connection, sslsocket_connect_encrypted,
+// sslsocket_connect or sslsocket_new_from_descriptor (never an event's
+// borrowed socket). Only when no other thread is inside a call on
 // this socket: to wake a thread blocked on it, call sslsocket_abort first,
 // join that thread, then free. NULL is a no-op.
 void sslsocket_free(struct sslsocket *s);
+
+// QSslSocket::setSocketDescriptor: makes a socket of `fd`, a connected TCP
+// socket (IPv4 or IPv6, blocking or not), in UNENCRYPTED mode: read and
+// write carry plain bytes until sslsocket_start_server_encryption or
+// sslsocket_start_client_encryption. On success the socket owns `fd` (it
+// is put in blocking mode and closed by sslsocket_free); free it with
+// sslsocket_free. A descriptor that is -1, closed, not a socket, a UDP,
+// Unix-domain or listening socket, or not connected gives
+// SSLSERVER_ERROR_INVALID_ARGUMENT saying which, and stays the caller's.
+enum sslserver_result sslsocket_new_from_descriptor(int fd, struct sslsocket **out);
+
+// QSslSocket::connectToHost: resolves `host` and connects to `port` within
+// `msecs` (-1 = no limit), without TLS: `*out` is a socket in UNENCRYPTED
+// mode for a protocol that upgrades later (sslsocket_start_client_encryption
+// verifies the server against `host` by default). Free it with
+// sslsocket_free. SSLSERVER_ERROR_TIMEOUT when the time runs out,
+// SSLSERVER_ERROR_IO when the name does not resolve or nothing answers.
+enum sslserver_result sslsocket_connect(const char *host,
+                                        uint16_t port,
+                                        int msecs,
+                                        struct sslsocket **out);
+
+// QSslSocket::startServerEncryption + waitForEncrypted: runs the server
+// side of the TLS handshake on the calling thread, with the certificate,
+// key and client-certificate policy of `cfg` (copied), within `msecs`
+// (-1 = no limit; one deadline for the whole handshake). Bytes the peer
+// sent that were not read in plain text are the start of the handshake:
+// anything that is not TLS there (commands pipelined behind STARTTLS)
+// fails it, and is never returned as data.
+// Reports MODE_CHANGED, the handshake's events (STARTED_ENCRYPTION_HANDSHAKE,
+// PEER_VERIFY_ERROR, SSL_ERRORS, ALERT_*, as on a server) and ENCRYPTED,
+// or ERROR_OCCURRED, to the callbacks of sslsocket_register_callback, on
+// this thread. On success read and write carry TLS. A failed handshake
+// closes the socket, its error and certificate errors stay readable:
+// SSLSERVER_ERROR_TLS (sslsocket_error: SSL_HANDSHAKE_FAILED),
+// SSLSERVER_ERROR_TIMEOUT, SSLSERVER_ERROR_CLOSED (the peer left).
+// SSLSERVER_ERROR_INVALID_STATE when the socket is not in UNENCRYPTED mode
+// (already encrypted, or a start is running) or is closed; `cfg` without a
+// certificate: SSLSERVER_ERROR_CERTIFICATE. Do not read or write the
+// socket on other threads during the call.
+enum sslserver_result sslsocket_start_server_encryption(struct sslsocket *s,
+                                                        const struct sslconfig *cfg,
+                                                        int msecs);
+
+// QSslSocket::startClientEncryption + waitForEncrypted: runs the client
+// side of the TLS handshake on the calling thread within `msecs` (-1 = no
+// limit), with the same trust rules as sslsocket_connect_encrypted: the
+// server's certificate is checked for `peer_verify_name`, or when it is
+// NULL the host given to sslsocket_connect. A socket from a descriptor has
+// no host: it needs `peer_verify_name` (SSLSERVER_ERROR_INVALID_ARGUMENT
+// without one), unless `cfg` verifies nothing (VERIFY_NONE). `cfg` may be
+// NULL (defaults); sessions resume across sockets started with the same
+// `cfg` and its copies.
+// Events as for sslsocket_start_server_encryption; an SSL_ERRORS callback
+// may accept the server's certificate with sslsocket_ignore_ssl_errors,
+// and NEW_SESSION_TICKET_RECEIVED follows (from reads) when the server
+// sends TLS 1.3 tickets. Results as for sslsocket_start_server_encryption;
+// a refused certificate gives SSLSERVER_ERROR_TLS naming every error.
+enum sslserver_result sslsocket_start_client_encryption(struct sslsocket *s,
+                                                        const struct sslconfig *cfg,
+                                                        const char *peer_verify_name,
+                                                        int msecs);
+
+// UNENCRYPTED_MODE before a start call, CLIENT_MODE or SERVER_MODE from
+// its beginning on (QSslSocket::mode). UNENCRYPTED_MODE for NULL.
+enum sslsocket_mode sslsocket_mode(const struct sslsocket *s);
+
+// The socket's descriptor, for poll/epoll readiness only (do not read,
+// write or close it); -1 once the socket is closed (abort, a failed
+// handshake, the peer's close seen) and for NULL.
+int sslsocket_descriptor(const struct sslsocket *s);
+
+// Sets this socket's callback for `kind` (NULL removes it; registering
+// again replaces it); `userdata` is passed back untouched. The socket
+// reports the events of its own handshake (for a socket that starts
+// encryption itself: every kind of the server's table except
+// NEW_CONNECTION and PENDING_CONNECTION_AVAILABLE) and the socket-only
+// kinds ENCRYPTED, MODE_CHANGED and NEW_SESSION_TICKET_RECEIVED,
+// synchronously on the thread that makes them happen (the start call, or
+// sslsocket_read / sslsocket_wait_for_ready_read for a ticket; never a
+// getter), with no library lock held. A callback may call any sslsocket_*
+// function on this socket except sslsocket_free. Replacing or removing a
+// callback does not wait for a call of it running on another thread: keep
+// `userdata` valid until the socket is freed. Client mode has no
+// HANDSHAKE_INTERRUPTED_ON_ERROR: its errors are decided in SSL_ERRORS.
+// SSLSERVER_ERROR_INVALID_ARGUMENT for an unknown kind and for
+// NEW_CONNECTION, PENDING_CONNECTION_AVAILABLE and ACCEPT_ERROR (a
+// server's), SSLSERVER_ERROR_UNSUPPORTED for
+// PRE_SHARED_KEY_AUTHENTICATION_REQUIRED.
+enum sslserver_result sslsocket_register_callback(struct sslsocket *s,
+                                                  sslserver_event_kind kind,
+                                                  sslserver_callback cb,
+                                                  void *userdata);
 
 #ifdef __cplusplus
 }  // extern "C"

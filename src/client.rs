@@ -9,18 +9,24 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 
 use crossbeam_channel::RecvTimeoutError;
-use rustls::client::ResolvesClientCert;
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, ResolvesClientCert, Resumption,
+    Tls12ClientSessionValue, Tls13ClientSessionValue,
+};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, ClientConnection, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, ClientConnection, NamedGroup, RootCertStore, SignatureScheme};
 
 use crate::config::{crypto_provider, protocol_versions, TlsConfig};
 use crate::connection::Connection;
 use crate::error::{os_reason, Error, ErrorKind, Result};
-use crate::events::SslError;
+use crate::events::{Event, EventSink, SslError};
 use crate::handshake::{self, Failure, HandshakeDeadline};
-use crate::types::AlertType;
-use crate::verify::{take_server_certificate_errors, Refusal, ServerIdentityVerifier};
+use crate::types::{AlertLevel, AlertType, EventKind, PeerVerifyMode, SocketError, SslMode};
+use crate::verify::{
+    observe_server_certificate_checks, take_server_certificate_errors, Refusal,
+    ServerIdentityVerifier,
+};
 
 /// Connects to `host:port`, performs the TLS handshake within `timeout_ms`
 /// (-1 = none) and returns the encrypted connection. The server's
@@ -33,52 +39,128 @@ pub fn connect_encrypted(
     verify_name: Option<&str>,
     timeout_ms: i32,
 ) -> Result<Arc<Connection>> {
-    if timeout_ms < -1 {
-        return Err(Error::invalid_argument(
-            "the timeout must be >= 0 ms, or -1 for none",
-        ));
-    }
+    check_timeout(timeout_ms)?;
     let deadline = HandshakeDeadline::starting_now(timeout_ms);
     // "[::1]" is how a URL writes an IPv6 literal; the name to verify is
     // the address itself.
     let name = verify_name
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| without_brackets(host));
-    let server_name = ServerName::try_from(name.to_string())
-        .map_err(|_| Error::invalid_argument(format!("'{name}' is not a valid host name")))?;
-    let stream = connect_tcp(host, port, deadline)?;
-    let _ = stream.set_nodelay(true);
-    let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
-        (Ok(peer), Ok(local)) => (peer, local),
-        (Err(e), _) | (_, Err(e)) => return Err(Error::new(ErrorKind::Io, os_reason(&e))),
-    };
-    let connection = Arc::new(Connection::new(stream, peer, local));
+    let server_name = server_name_for(name)?;
     let context = client_context(config)?;
-    let client = ClientConnection::new(context.config.clone(), server_name.clone())
-        .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?;
-    let mut tls = rustls::Connection::Client(client);
-    take_server_certificate_errors();
-    let outcome = handshake::complete(&connection, &mut tls, deadline, &mut |tls| {
-        let chain = tls.peer_certificates().unwrap_or_default();
-        context
-            .verifier
-            .judge(chain, &server_name, UnixTime::now())
-            .map_err(|error| Refusal {
-                error,
-                alert: AlertType::BadCertificate,
-            })
-    });
-    let errors = take_server_certificate_errors();
-    if let Err(failure) = outcome {
-        return Err(refused(&connection, failure, deadline, &errors));
-    }
-    connection.verification().set_errors(&errors);
-    connection.install(tls, Some(name.to_string()));
+    let connection = connect_tcp(host, port, deadline, SslMode::Client)?;
+    encrypt(&connection, &context, name, server_name, deadline)?;
     Ok(connection)
 }
 
+/// Connects to `host:port` within `timeout_ms` (-1 = none), without TLS:
+/// a socket in UNENCRYPTED mode, for a protocol that upgrades later
+/// (`start_client_encryption`).
+pub fn connect(host: &str, port: u16, timeout_ms: i32) -> Result<Arc<Connection>> {
+    check_timeout(timeout_ms)?;
+    let deadline = HandshakeDeadline::starting_now(timeout_ms);
+    connect_tcp(host, port, deadline, SslMode::Unencrypted)
+}
+
+/// Upgrades a plain connection to TLS as its client (STARTTLS), within
+/// `timeout_ms`; the same trust rules as [`connect_encrypted`]. The name
+/// verified is `verify_name`, else the host the socket was connected to; a
+/// socket from a descriptor has no host, so it needs a name unless the
+/// configuration verifies nothing (VERIFY_NONE). Reports MODE_CHANGED, the
+/// handshake's events and ENCRYPTED (or ERROR_OCCURRED) to the socket's
+/// callbacks; a failed handshake closes the socket.
+pub fn start_client_encryption(
+    connection: &Arc<Connection>,
+    config: &TlsConfig,
+    verify_name: Option<&str>,
+    timeout_ms: i32,
+) -> Result<()> {
+    check_timeout(timeout_ms)?;
+    let peer_ip = connection.peer_addr().ip().to_string();
+    let name = match verify_name.filter(|n| !n.is_empty()) {
+        Some(name) => name.to_string(),
+        None => match connection.host() {
+            Some(host) => without_brackets(host).to_string(),
+            None if config.peer_verify_mode() == PeerVerifyMode::VerifyNone => peer_ip,
+            None => {
+                return Err(Error::invalid_argument(
+                    "a socket made from a descriptor has no host name: pass peer_verify_name",
+                ))
+            }
+        },
+    };
+    let server_name = server_name_for(&name)?;
+    let context = client_context(config)?;
+    crate::upgrade::begin(connection, SslMode::Client)?;
+    let deadline = HandshakeDeadline::starting_now(timeout_ms);
+    let outcome = encrypt(connection, &context, &name, server_name, deadline);
+    crate::upgrade::finish(connection, outcome)
+}
+
+fn check_timeout(timeout_ms: i32) -> Result<()> {
+    if timeout_ms < -1 {
+        return Err(Error::invalid_argument(
+            "the timeout must be >= 0 ms, or -1 for none",
+        ));
+    }
+    Ok(())
+}
+
+fn server_name_for(name: &str) -> Result<ServerName<'static>> {
+    ServerName::try_from(name.to_string())
+        .map_err(|_| Error::invalid_argument(format!("'{name}' is not a valid host name")))
+}
+
+/// The client's handshake on `connection`, within `deadline`; installs the
+/// session on success. The socket's callbacks see the certificate errors
+/// (and may accept them with `ignore_ssl_errors`) and the alerts.
+fn encrypt(
+    connection: &Arc<Connection>,
+    context: &ClientContext,
+    name: &str,
+    server_name: ServerName<'static>,
+    deadline: HandshakeDeadline,
+) -> Result<()> {
+    let client = ClientConnection::new(context.config.clone(), server_name.clone())
+        .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?;
+    let mut tls = rustls::Connection::Client(client);
+    let events = connection.events();
+    events.emit(EventKind::StartedEncryptionHandshake, || {
+        Event::new(EventKind::StartedEncryptionHandshake, Some(connection))
+            .describe("TLS handshake started")
+    });
+    take_server_certificate_errors();
+    take_tickets_received();
+    let outcome = observe_server_certificate_checks(connection, &events, || {
+        handshake::complete(connection, &mut tls, deadline, &mut |tls| {
+            let chain = tls.peer_certificates().unwrap_or_default();
+            context
+                .verifier
+                .judge(chain, &server_name, UnixTime::now())
+                .map_err(|error| Refusal {
+                    error,
+                    alert: AlertType::BadCertificate,
+                })
+        })
+    });
+    let errors = take_server_certificate_errors();
+    connection.verification().set_errors(&errors);
+    if let Err(failure) = outcome {
+        // Tickets of a failed handshake are nobody's.
+        take_tickets_received();
+        return Err(refused(connection, &events, failure, deadline, &errors));
+    }
+    connection.install(tls, Some(name.to_string()));
+    Ok(())
+}
+
 /// Resolves and connects, trying each address until one answers.
-fn connect_tcp(host: &str, port: u16, deadline: HandshakeDeadline) -> Result<TcpStream> {
+fn connect_tcp(
+    host: &str,
+    port: u16,
+    deadline: HandshakeDeadline,
+    mode: SslMode,
+) -> Result<Arc<Connection>> {
     let addresses = resolve(host, port, deadline)?;
     let mut last_error = Error::new(ErrorKind::Io, format!("'{host}' has no address"));
     for address in addresses {
@@ -88,7 +170,7 @@ fn connect_tcp(host: &str, port: u16, deadline: HandshakeDeadline) -> Result<Tcp
             Ok(Some(left)) => TcpStream::connect_timeout(&address, left),
         };
         match attempt {
-            Ok(stream) => return Ok(stream),
+            Ok(stream) => return connection_over(stream, mode, Some(host.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(timed_out(deadline)),
             Err(e) => {
                 last_error = Error::new(
@@ -99,6 +181,21 @@ fn connect_tcp(host: &str, port: u16, deadline: HandshakeDeadline) -> Result<Tcp
         }
     }
     Err(last_error)
+}
+
+/// A connection over a connected TCP stream.
+fn connection_over(
+    stream: TcpStream,
+    mode: SslMode,
+    host: Option<String>,
+) -> Result<Arc<Connection>> {
+    // Records go out whole per write call, so Nagle only adds latency.
+    let _ = stream.set_nodelay(true);
+    let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(peer), Ok(local)) => (peer, local),
+        (Err(e), _) | (_, Err(e)) => return Err(Error::new(ErrorKind::Io, os_reason(&e))),
+    };
+    Ok(Connection::new(stream, peer, local, mode, host))
 }
 
 /// The addresses of `host`, within the deadline. getaddrinfo cannot be
@@ -231,9 +328,11 @@ fn timed_out(deadline: HandshakeDeadline) -> Error {
     )
 }
 
-/// The error for a failed handshake; sends rustls's alert and closes.
+/// The error for a failed handshake; sends rustls's alert, reports it and
+/// closes.
 fn refused(
-    connection: &Connection,
+    connection: &Arc<Connection>,
+    events: &EventSink,
     failure: Failure,
     deadline: HandshakeDeadline,
     errors: &[SslError],
@@ -249,8 +348,21 @@ fn refused(
             Error::new(ErrorKind::Tls, "the TLS handshake failed")
         }
         Failure::Tls(err, alert) => {
+            if let rustls::Error::AlertReceived(description) = &err {
+                let alert_type = AlertType::from_wire(u8::from(*description));
+                events.emit(EventKind::AlertReceived, || {
+                    Event::new(EventKind::AlertReceived, Some(connection))
+                        .alert(AlertLevel::Fatal, alert_type)
+                        .describe(format!("the server sent a fatal alert: {description:?}"))
+                });
+            }
             if let Some(alert) = alert {
                 let _ = std::io::Write::write_all(&mut connection.stream(), &alert.bytes);
+                events.emit(EventKind::AlertSent, || {
+                    Event::new(EventKind::AlertSent, Some(connection))
+                        .alert(AlertLevel::Fatal, alert.alert)
+                        .describe(format!("sent a fatal alert: {:?} ({err})", alert.alert))
+                });
             }
             if errors.is_empty() {
                 Error::new(ErrorKind::Tls, format!("the TLS handshake failed: {err}"))
@@ -266,8 +378,25 @@ fn refused(
             }
         }
     };
+    let socket_error = socket_error_of(&error);
+    connection.set_error(socket_error, error.to_string());
     connection.abort();
+    events.emit(EventKind::ErrorOccurred, || {
+        Event::new(EventKind::ErrorOccurred, Some(connection))
+            .socket_error(socket_error)
+            .describe(error.to_string())
+    });
     error
+}
+
+/// The socket error a failed client handshake leaves readable.
+fn socket_error_of(error: &Error) -> SocketError {
+    match error.kind() {
+        ErrorKind::Timeout => SocketError::SocketTimeout,
+        ErrorKind::Closed => SocketError::RemoteHostClosed,
+        ErrorKind::Io => SocketError::Network,
+        _ => SocketError::SslHandshakeFailed,
+    }
 }
 
 /// The rustls client config built from a [`TlsConfig`], with the verifier
@@ -295,6 +424,9 @@ fn client_context(config: &TlsConfig) -> Result<Arc<ClientContext>> {
         None => builder.with_no_client_auth(),
     };
     client.alpn_protocols = config.alpn_protocols().to_vec();
+    client.resumption = Resumption::store(Arc::new(CountingTicketStore(
+        ClientSessionMemoryCache::new(SESSION_CACHE_SIZE),
+    )));
     let context = Arc::new(ClientContext {
         config: Arc::new(client),
         verifier,
@@ -431,5 +563,63 @@ mod tests {
                 err.message()
             );
         }
+    }
+}
+
+/// How many servers' sessions a client configuration remembers.
+const SESSION_CACHE_SIZE: usize = 256;
+
+thread_local! {
+    /// TLS 1.3 tickets stored on this thread since the last look. rustls
+    /// stores a ticket inside `process_new_packets`, on the thread reading
+    /// the connection, so that thread learns of it here.
+    static TICKETS_RECEIVED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The TLS 1.3 tickets stored on this thread since the last call.
+pub(crate) fn take_tickets_received() -> usize {
+    TICKETS_RECEIVED.with(|count| count.replace(0))
+}
+
+/// rustls's in-memory session store, counting the tickets it receives for
+/// NEW_SESSION_TICKET_RECEIVED.
+#[derive(Debug)]
+struct CountingTicketStore(ClientSessionMemoryCache);
+
+impl ClientSessionStore for CountingTicketStore {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.0.set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.0.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.0.set_tls12_session(server_name, value);
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.0.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.0.remove_tls12_session(server_name);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        TICKETS_RECEIVED.with(|count| count.set(count.get() + 1));
+        self.0.insert_tls13_ticket(server_name, value);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        self.0.take_tls13_ticket(server_name)
     }
 }

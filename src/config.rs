@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::client::ClientContext;
 use crate::error::{Error, Result};
 use crate::events::SslError;
+use crate::tls::ServerTls;
 use crate::trust::IgnoredErrors;
 use crate::types::{PeerVerifyMode, Protocol, SslErrorCode};
 
@@ -54,6 +55,10 @@ pub struct TlsConfig {
     /// the same verifier and client-certificate objects). Every change
     /// starts a fresh slot.
     client_context: Arc<parking_lot::Mutex<Option<Arc<ClientContext>>>>,
+    /// Sockets upgraded as servers (`sslsocket_start_server_encryption`):
+    /// the server TLS material built on first use and shared the same way,
+    /// so a client resumes its session on the next socket.
+    server_tls: Arc<parking_lot::Mutex<Option<Arc<ServerTls>>>>,
 }
 
 impl Default for TlsConfig {
@@ -69,6 +74,7 @@ impl Default for TlsConfig {
             ignored_errors: IgnoredErrors::default(),
             ssl_errors_callback: None,
             client_context: Arc::default(),
+            server_tls: Arc::default(),
         }
     }
 }
@@ -231,9 +237,22 @@ impl TlsConfig {
         &self.client_context
     }
 
-    /// Every change invalidates the client context built from the old state.
+    /// The server TLS material of this configuration, for upgrading
+    /// sockets; built on first use and shared by unchanged copies.
+    pub(crate) fn server_tls(&self) -> Result<Arc<ServerTls>> {
+        let mut slot = self.server_tls.lock();
+        if let Some(tls) = slot.as_ref() {
+            return Ok(tls.clone());
+        }
+        let tls = Arc::new(ServerTls::new(self)?);
+        *slot = Some(tls.clone());
+        Ok(tls)
+    }
+
+    /// Every change invalidates what was built from the old state.
     fn changed(&mut self) {
         self.client_context = Arc::default();
+        self.server_tls = Arc::default();
     }
 
     pub fn certificate_chain(&self) -> &[CertificateDer<'static>] {

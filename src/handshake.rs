@@ -115,6 +115,18 @@ pub(crate) fn perform(
         Event::new(EventKind::NewConnection, Some(connection))
             .describe(format!("new connection from {}", connection.peer_display()))
     });
+    perform_server_side(connection, tls, events, deadline)
+}
+
+/// The server's handshake on a connection, without NEW_CONNECTION: for an
+/// accepted connection after it, and for a socket upgraded in place
+/// (`sslsocket_start_server_encryption`).
+pub(crate) fn perform_server_side(
+    connection: &Arc<Connection>,
+    tls: &ServerTls,
+    events: &EventSink,
+    deadline: HandshakeDeadline,
+) -> Option<rustls::Connection> {
     let result = drive(connection, tls, events, deadline)
         .and_then(|server| check_missing_certificate(connection, tls, events, server));
     match result {
@@ -346,6 +358,9 @@ fn check_missing_certificate(
 
 /// Waits for the first byte without consuming it.
 fn first_byte(connection: &Connection, deadline: HandshakeDeadline) -> Result<u8, Failure> {
+    if let Some(byte) = connection.buffered_handshake_byte() {
+        return Ok(byte);
+    }
     let mut byte = [0u8; 1];
     loop {
         connection
@@ -371,7 +386,7 @@ fn read_some(
             .stream()
             .set_read_timeout(deadline.remaining()?)
             .map_err(Failure::Io)?;
-        match tls.read_tls(&mut connection.stream()) {
+        match tls.read_tls(&mut connection.handshake_input()) {
             Ok(0) => return Err(Failure::PeerClosed),
             Ok(_) => return Ok(()),
             Err(e) if is_retryable(&e) => continue,

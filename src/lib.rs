@@ -21,13 +21,15 @@ pub mod server;
 mod tls;
 mod trust;
 pub mod types;
+pub mod upgrade;
 mod verify;
 mod workers;
 
-pub use client::connect_encrypted;
+pub use client::{connect, connect_encrypted, start_client_encryption};
 pub use config::{SslErrorsCallback, TlsConfig};
 pub use connection::{Connection, SessionInfo};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Callback, Event, SslError};
 pub use server::{Server, WaitOutcome};
 pub use types::*;
+pub use upgrade::start_server_encryption;

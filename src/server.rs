@@ -24,7 +24,7 @@ use crate::error::{os_reason, Error, ErrorKind, Result};
 use crate::events::{Callback, Callbacks, EventSink};
 use crate::handshake::{self, HandshakeDeadline};
 use crate::tls::ServerTls;
-use crate::types::{EventKind, SocketError};
+use crate::types::{EventKind, SocketError, SslMode};
 
 /// The default handshake timeout, in ms.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: i32 = 5000;
@@ -555,7 +555,7 @@ impl Session {
         // Records go out whole per write call, so Nagle only adds latency.
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(self.local);
-        let connection = Arc::new(Connection::new(stream, peer, local));
+        let connection = Connection::new(stream, peer, local, SslMode::Server, None);
         let id = {
             let mut state = self.state.lock();
             state.next_id += 1;

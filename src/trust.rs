@@ -94,14 +94,23 @@ impl TrustStore {
         }
     }
 
-    /// The certificate of a path's trust anchor.
-    fn certificate_of(&self, anchor: &TrustAnchor<'_>) -> Option<&CertificateDer<'static>> {
-        self.anchor_certificates
-            .iter()
-            .find(|a| {
-                a.subject == anchor.subject.as_ref()
-                    && a.subject_public_key_info == anchor.subject_public_key_info.as_ref()
-            })
+    /// The certificate of a path's trust anchor: of several with the same
+    /// name and key (a root re-issued with new dates), one valid at `now`
+    /// if there is one, as OpenSSL prefers.
+    fn certificate_of(
+        &self,
+        anchor: &TrustAnchor<'_>,
+        now: UnixTime,
+    ) -> Option<&CertificateDer<'static>> {
+        let now = now.as_secs() as i64;
+        let mut matching = self.anchor_certificates.iter().filter(|a| {
+            a.subject == anchor.subject.as_ref()
+                && a.subject_public_key_info == anchor.subject_public_key_info.as_ref()
+        });
+        let first = matching.clone().next();
+        matching
+            .find(|a| validity(&a.der).is_some_and(|(from, until)| from <= now && now <= until))
+            .or(first)
             .map(|a| &a.der)
     }
 
@@ -179,7 +188,7 @@ impl TrustStore {
                     path.intermediate_certificates()
                         .map(|c| c.der().into_owned()),
                 )
-                .chain(self.certificate_of(path.anchor()).cloned())
+                .chain(self.certificate_of(path.anchor(), now).cloned())
                 .collect::<Vec<_>>()
         };
         // The common case, a valid chain, costs one path search.
@@ -565,6 +574,27 @@ mod tests {
         let codes: Vec<_> = errors.iter().map(|e| e.code).collect();
         assert_eq!(codes, [SslErrorCode::CertificateExpired]);
         assert_eq!(errors[0].certificate.as_ref(), Some(&root.der));
+    }
+
+    /// A root re-issued with the same name and key: the expired copy listed
+    /// first must not make a valid path look expired.
+    #[test]
+    fn a_reissued_root_valid_now_is_preferred_to_its_expired_copy() {
+        let expired = ca(true);
+        let mut params = expired.params.clone();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2090, 1, 1);
+        let reissued = params.self_signed(&expired.key).unwrap().der().clone();
+        let leaf = server_leaf(&expired, vec!["localhost".into()], None);
+        for anchors in [
+            [expired.der.clone(), reissued.clone()],
+            [reissued.clone(), expired.der.clone()],
+        ] {
+            let mut roots = RootCertStore::empty();
+            roots.add(anchors[0].clone()).unwrap();
+            let store = TrustStore::new(roots, &anchors, Vec::new());
+            assert_eq!(codes_for(&store, &leaf, "localhost"), []);
+        }
     }
 
     #[test]

@@ -476,11 +476,20 @@ pub enum EventKind {
     PreSharedKeyAuthenticationRequired = 9,
     /// `accept()` failed, for example with EMFILE (`acceptError`).
     AcceptError = 10,
+    /// Socket only: the handshake completed (`encrypted`).
+    Encrypted = 11,
+    /// Socket only: the socket left UNENCRYPTED mode for client or server
+    /// mode (`modeChanged`), as a start call begins.
+    ModeChanged = 12,
+    /// Socket only, client mode: the server sent a TLS 1.3 session ticket
+    /// (`newSessionTicketReceived`); a later connection with the same
+    /// `sslconfig` can resume with it.
+    NewSessionTicketReceived = 13,
 }
 
 impl EventKind {
     /// cbindgen:ignore
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 14;
 
     pub fn from_raw(raw: i32) -> Option<Self> {
         use EventKind::*;
@@ -496,6 +505,9 @@ impl EventKind {
             PendingConnectionAvailable,
             PreSharedKeyAuthenticationRequired,
             AcceptError,
+            Encrypted,
+            ModeChanged,
+            NewSessionTicketReceived,
         ]
         .into_iter()
         .find(|k| *k as i32 == raw)
@@ -516,6 +528,39 @@ impl EventKind {
             PendingConnectionAvailable => "PENDING_CONNECTION_AVAILABLE",
             PreSharedKeyAuthenticationRequired => "PRE_SHARED_KEY_AUTHENTICATION_REQUIRED",
             AcceptError => "ACCEPT_ERROR",
+            Encrypted => "ENCRYPTED",
+            ModeChanged => "MODE_CHANGED",
+            NewSessionTicketReceived => "NEW_SESSION_TICKET_RECEIVED",
+        }
+    }
+
+    /// Kinds only a socket reports (`sslsocket_register_callback`).
+    pub fn is_socket_only(self) -> bool {
+        matches!(
+            self,
+            EventKind::Encrypted | EventKind::ModeChanged | EventKind::NewSessionTicketReceived
+        )
+    }
+}
+
+/// Whether a socket is encrypted, and as which end (`QSslSocket::SslMode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SslMode {
+    /// Plain TCP: a socket from a descriptor or `sslsocket_connect`, before
+    /// a start call.
+    Unencrypted = 0,
+    /// The client end of TLS.
+    Client = 1,
+    /// The server end of TLS.
+    Server = 2,
+}
+
+impl SslMode {
+    pub(crate) fn from_u8(raw: u8) -> Self {
+        match raw {
+            1 => SslMode::Client,
+            2 => SslMode::Server,
+            _ => SslMode::Unencrypted,
         }
     }
 }

@@ -139,20 +139,9 @@ pub(crate) fn report_errors(
             return false;
         }
     } else {
-        for error in errors {
-            events.emit(EventKind::PeerVerifyError, || {
-                Event::new(EventKind::PeerVerifyError, Some(connection))
-                    .ssl_errors(std::slice::from_ref(error))
-                    .describe(error.message.clone())
-            });
-        }
+        emit_peer_verify_errors(connection, events, errors);
     }
-    events.emit(EventKind::SslErrors, || {
-        let names: Vec<&str> = errors.iter().map(|e| e.code.name()).collect();
-        Event::new(EventKind::SslErrors, Some(connection))
-            .ssl_errors(errors)
-            .describe(format!("client certificate errors: {}", names.join(", ")))
-    });
+    emit_ssl_errors(connection, events, errors, "client");
     policy.mode == PeerVerifyMode::QueryPeer
         || verification.errors_ignored()
         || policy.ignored.cover(errors)
@@ -308,6 +297,37 @@ thread_local! {
     static FOUND: std::cell::RefCell<Vec<SslError>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// The socket whose client handshake runs on this thread, and where its
+    /// events go: PEER_VERIFY_ERROR and SSL_ERRORS come from inside rustls's
+    /// call, like on a server.
+    static OBSERVER: std::cell::RefCell<Option<(Arc<Connection>, EventSink)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `handshake` (a client handshake of `connection` on this thread)
+/// with the server-certificate checks reporting to `events`; the socket's
+/// callbacks may accept the errors with `ignore_ssl_errors`.
+pub(crate) fn observe_server_certificate_checks<T>(
+    connection: &Arc<Connection>,
+    events: &EventSink,
+    handshake: impl FnOnce() -> T,
+) -> T {
+    /// Puts back the outer observer however the handshake ends (a Rust
+    /// callback may panic), so the socket is not kept alive by the thread.
+    struct Restore(Option<(Arc<Connection>, EventSink)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            OBSERVER.with(|o| *o.borrow_mut() = outer);
+        }
+    }
+    // A callback may run another client handshake on this thread.
+    let _restore =
+        Restore(OBSERVER.with(|o| o.replace(Some((connection.clone(), events.clone())))));
+    handshake()
+}
+
 /// The errors the last server-certificate check on this thread found
 /// (taken, so a later handshake starts empty).
 pub(crate) fn take_server_certificate_errors() -> Vec<SslError> {
@@ -363,7 +383,13 @@ impl ServerIdentityVerifier {
         if errors.is_empty() {
             return Ok(());
         }
+        let observer = OBSERVER.with(|o| o.borrow().clone());
+        let accepted_by_callback = observer.is_some_and(|(connection, events)| {
+            report_server_certificate_errors(&connection, &events, &errors);
+            connection.verification().errors_ignored()
+        });
         let accepted = self.mode == PeerVerifyMode::QueryPeer
+            || accepted_by_callback
             || self.ignored.cover(&errors)
             || self.decide.as_ref().is_some_and(|decide| decide(&errors));
         let refusal = trust::refusal(&errors);
@@ -374,6 +400,43 @@ impl ServerIdentityVerifier {
             Err(refusal)
         }
     }
+}
+
+/// A client socket's PEER_VERIFY_ERROR (one per error) and SSL_ERRORS.
+fn report_server_certificate_errors(
+    connection: &Arc<Connection>,
+    events: &EventSink,
+    errors: &[SslError],
+) {
+    connection.verification().set_errors(errors);
+    emit_peer_verify_errors(connection, events, errors);
+    emit_ssl_errors(connection, events, errors, "server");
+}
+
+/// PEER_VERIFY_ERROR, once per error.
+fn emit_peer_verify_errors(connection: &Arc<Connection>, events: &EventSink, errors: &[SslError]) {
+    for error in errors {
+        events.emit(EventKind::PeerVerifyError, || {
+            Event::new(EventKind::PeerVerifyError, Some(connection))
+                .ssl_errors(std::slice::from_ref(error))
+                .describe(error.message.clone())
+        });
+    }
+}
+
+/// SSL_ERRORS with every error of the `whose` ("client", "server") chain.
+fn emit_ssl_errors(
+    connection: &Arc<Connection>,
+    events: &EventSink,
+    errors: &[SslError],
+    whose: &str,
+) {
+    events.emit(EventKind::SslErrors, || {
+        let names: Vec<&str> = errors.iter().map(|e| e.code.name()).collect();
+        Event::new(EventKind::SslErrors, Some(connection))
+            .ssl_errors(errors)
+            .describe(format!("{whose} certificate errors: {}", names.join(", ")))
+    });
 }
 
 impl std::fmt::Debug for ServerIdentityVerifier {

@@ -348,7 +348,7 @@ pub extern "C" fn sslconfig_set_ignored_ssl_errors(
 /// Accepts the certificate error `code` without asking, only for the
 /// certificate whose DER encoding is `cert_der` (`cert_der_len` bytes), as
 /// Qt's QSslError(error, certificate) in an ignore list does. Adds to the
-/// ignores set before. With cert_der NULL and cert_der_len 0, `code` is
+/// ignores set before. With cert_der_len 0 (cert_der NULL or not), `code` is
 /// ignored for any certificate (see the warning at
 /// sslconfig_set_ignored_ssl_errors). Errors that concern no certificate
 /// (NO_PEER_CERTIFICATE) are ignored only for any certificate.

@@ -32,7 +32,8 @@ pub struct sslserver_event {
     /// PEER_VERIFY_ERROR and HANDSHAKE_INTERRUPTED_ON_ERROR: 1; SSL_ERRORS: n.
     pub ssl_errors: *const sslserver_ssl_error,
     pub ssl_error_count: usize,
-    /// ALERT_SENT, ALERT_RECEIVED (UNKNOWN otherwise).
+    /// ALERT_SENT, ALERT_RECEIVED; otherwise SSLSERVER_ALERT_UNKNOWN and
+    /// SSLSERVER_ALERT_UNKNOWN_ALERT_MESSAGE.
     pub alert_level: AlertLevel,
     pub alert_type: AlertType,
     /// Human-readable text for the event, never NULL.

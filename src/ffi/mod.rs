@@ -20,6 +20,7 @@ pub mod dtls;
 pub mod events;
 pub mod server;
 pub mod socket;
+pub mod upgrade;
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr, CString};

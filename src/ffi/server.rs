@@ -336,6 +336,12 @@ pub extern "C" fn sslserver_register_callback(
     with_handle(server, "server", |s| {
         let kind = EventKind::from_raw(kind)
             .ok_or_else(|| Failure::invalid(format!("{kind} is not an event kind")))?;
+        if kind.is_socket_only() {
+            return Err(Failure::invalid(format!(
+                "{} is a socket's event; register it with sslsocket_register_callback",
+                kind.name()
+            )));
+        }
         if kind == EventKind::PreSharedKeyAuthenticationRequired {
             return Err(Failure::from(crate::Error::new(
                 crate::ErrorKind::Unsupported,

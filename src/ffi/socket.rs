@@ -55,9 +55,15 @@ pub extern "C" fn sslsocket_connect_encrypted(
 }
 
 /// Reads decrypted bytes into `buf` (`len` > 0), blocking until at least one
-/// is available. `*out_n = 0` means the peer closed cleanly (close_notify).
-/// SSLSERVER_ERROR_CLOSED when the peer closed TCP without close_notify or
-/// the socket was closed here; SSLSERVER_ERROR_TLS on a protocol error.
+/// is available. `*out_n = 0` means the peer closed cleanly (close_notify;
+/// in UNENCRYPTED mode, the peer's TCP close). SSLSERVER_ERROR_CLOSED when
+/// the peer closed TCP without close_notify or the socket was closed here;
+/// SSLSERVER_ERROR_TLS on a protocol error; SSLSERVER_ERROR_IO on another
+/// network error; SSLSERVER_ERROR_INVALID_STATE during a handshake (an
+/// event's socket, a start call running); SSLSERVER_ERROR_INVALID_ARGUMENT
+/// for `len` 0. In UNENCRYPTED mode it reads plain bytes, at most `len`:
+/// what it does not read is left for the next read or, after a start call,
+/// the handshake.
 #[no_mangle]
 pub extern "C" fn sslsocket_read(
     s: *mut Connection,
@@ -81,8 +87,9 @@ pub extern "C" fn sslsocket_read(
     })
 }
 
-/// Encrypts and writes all `len` bytes, blocking until the kernel has them;
-/// `*out_n` (may be NULL) receives `len`. May run while another thread reads.
+/// Encrypts and writes all `len` bytes (in UNENCRYPTED mode: writes them as
+/// they are), blocking until the kernel has them; `*out_n` (may be NULL)
+/// receives `len`. May run while another thread reads.
 #[no_mangle]
 pub extern "C" fn sslsocket_write(
     s: *mut Connection,
@@ -102,7 +109,8 @@ pub extern "C" fn sslsocket_write(
     })
 }
 
-/// Waits up to `msecs` ms (-1 = forever) for decrypted bytes. False on
+/// Waits up to `msecs` ms (-1 = forever) for decrypted bytes (plain bytes
+/// in UNENCRYPTED mode). False on
 /// timeout, when the connection ends, and for NULL.
 #[no_mangle]
 pub extern "C" fn sslsocket_wait_for_ready_read(s: *mut Connection, msecs: c_int) -> bool {
@@ -116,7 +124,8 @@ pub extern "C" fn sslsocket_wait_for_ready_read(s: *mut Connection, msecs: c_int
     })
 }
 
-/// Decrypted bytes that sslsocket_read returns without blocking. Takes in
+/// Decrypted bytes (plain bytes in UNENCRYPTED mode) that sslsocket_read
+/// returns without blocking. Takes in
 /// what has arrived on the socket since the last call; never waits.
 #[no_mangle]
 pub extern "C" fn sslsocket_bytes_available(s: *const Connection) -> usize {
@@ -222,8 +231,10 @@ fn not_handshaken() -> Failure {
     ))
 }
 
-/// Whether the session was resumed (client mode: a ticket from an earlier
-/// connection with the same sslconfig was accepted).
+/// Whether the session was resumed: on a server, the client presented a
+/// ticket or session of this server; in client mode, a ticket from an
+/// earlier connection with the same sslconfig was accepted. Either way the
+/// peer's certificate was judged again.
 #[no_mangle]
 pub extern "C" fn sslsocket_session_resumed(s: *const Connection) -> bool {
     read_handle(s, false, |s| s.session().is_some_and(|i| i.resumed))
@@ -339,9 +350,11 @@ pub extern "C" fn sslsocket_ssl_handshake_error(
     })
 }
 
-/// From SSL_ERRORS or PEER_VERIFY_ERROR: accept the client certificate
-/// despite its errors. Called earlier (NEW_CONNECTION, STARTED_...), it also
-/// lets a VERIFY_PEER handshake without a client certificate go on.
+/// From SSL_ERRORS or PEER_VERIFY_ERROR: accept the peer's certificate
+/// despite its errors (a client's on a server, the server's in a client
+/// start). Called earlier (NEW_CONNECTION, STARTED_..., or before a start
+/// call), it accepts whatever errors come, and lets a VERIFY_PEER handshake
+/// without a client certificate go on.
 #[no_mangle]
 pub extern "C" fn sslsocket_ignore_ssl_errors(s: *mut Connection) {
     read_handle(s, (), Connection::ignore_ssl_errors)
@@ -368,8 +381,10 @@ pub extern "C" fn sslsocket_abort(s: *mut Connection) {
 }
 
 /// Disconnects gracefully if still open (close_notify), then frees the
-/// socket. Only for sockets from sslserver_next_pending_connection (never an
-/// event's borrowed socket). Only when no other thread is inside a call on
+/// socket. For every socket the application owns: from
+/// sslserver_next_pending_connection, sslsocket_connect_encrypted,
+/// sslsocket_connect or sslsocket_new_from_descriptor (never an event's
+/// borrowed socket). Only when no other thread is inside a call on
 /// this socket: to wake a thread blocked on it, call sslsocket_abort first,
 /// join that thread, then free. NULL is a no-op.
 #[no_mangle]

@@ -1,4 +1,6 @@
-//! One accepted connection (`QSslSocket` in server mode).
+//! One TCP connection with TLS on top (`QSslSocket`): one a server accepted,
+//! one the library connected, or one the application handed over as a
+//! descriptor and upgrades later (STARTTLS, in `plain`).
 //!
 //! A library thread performs the handshake; after it, no library thread
 //! works for the connection: the application's own threads do its socket
@@ -13,8 +15,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -24,9 +26,11 @@ use rustix::net::{RecvFlags, SendFlags};
 use rustls::pki_types::CertificateDer;
 
 use crate::error::{os_reason, Error, ErrorKind, Result};
-use crate::events::SslError;
-use crate::types::{Protocol, SocketError, SocketState, SslErrorCode};
+use crate::events::{Callback, Callbacks, Event, EventSink, SslError};
+use crate::types::{EventKind, Protocol, SocketError, SocketState, SslErrorCode, SslMode};
 use crate::workers::WorkState;
+
+mod plain;
 
 /// How long freeing a connection waits for its close_notify to leave.
 const RELEASE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -134,6 +138,8 @@ struct Io {
     output_closed: bool,
     error: SocketError,
     error_text: String,
+    /// TLS 1.3 session tickets received (client mode) and not yet reported.
+    tickets: usize,
 }
 
 impl Io {
@@ -149,6 +155,7 @@ impl Io {
     /// Takes in the result of `process_new_packets`. On an error, what was
     /// decrypted before the bad record stays readable: it is authentic.
     fn absorb(&mut self, state: std::result::Result<rustls::IoState, rustls::Error>) {
+        self.tickets += crate::client::take_tickets_received();
         match state {
             Ok(state) => {
                 self.plaintext = state.plaintext_bytes_to_read();
@@ -300,6 +307,15 @@ impl Inbox {
         received
     }
 
+    /// Moves up to `buf.len()` pending bytes into `buf`.
+    fn take_into(&mut self, buf: &mut [u8]) -> usize {
+        let pending = self.pending();
+        let n = pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&pending[..n]);
+        self.consume(n);
+        n
+    }
+
     fn consume(&mut self, n: usize) {
         self.taken += n;
         if self.is_empty() {
@@ -340,6 +356,16 @@ pub struct Connection {
     send: Mutex<()>,
     /// The library thread performing the handshake.
     work: Arc<WorkState>,
+    /// An `SslMode`: UNENCRYPTED until a start call picks a side.
+    mode: AtomicU8,
+    /// The host name given to `sslsocket_connect`, the default name to
+    /// verify when the socket is upgraded as a client.
+    host: Option<String>,
+    /// `sslsocket_register_callback`: made on first use, so connections
+    /// nobody listens to carry none.
+    callbacks: OnceLock<Arc<Callbacks>>,
+    /// This connection, for the events a reading thread reports.
+    me: Weak<Connection>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -352,8 +378,16 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, local: SocketAddr) -> Self {
-        Connection {
+    /// A connection whose TLS is `mode`'s side (UNENCRYPTED: plain until a
+    /// start call); `host` is the name it was connected to, if any.
+    pub(crate) fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        mode: SslMode,
+        host: Option<String>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Connection {
             stream,
             peer: unmap(peer),
             local: unmap(local),
@@ -369,10 +403,88 @@ impl Connection {
                 output_closed: false,
                 error: SocketError::Unknown,
                 error_text: String::new(),
+                tickets: 0,
             }),
             inbox: Mutex::default(),
             send: Mutex::new(()),
             work: Arc::default(),
+            mode: AtomicU8::new(mode as u8),
+            host,
+            callbacks: OnceLock::new(),
+            me: me.clone(),
+        })
+    }
+
+    /// UNENCRYPTED, or the side of TLS this socket is (or is becoming).
+    pub fn mode(&self) -> SslMode {
+        SslMode::from_u8(self.mode.load(Ordering::Acquire))
+    }
+
+    /// The socket's descriptor, for readiness polling; -1 once closed.
+    pub fn descriptor(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        let io = self.io.lock();
+        let closed = io.input == Input::Closed || (io.input != Input::Open && io.output_closed);
+        if closed {
+            -1
+        } else {
+            self.stream.as_raw_fd()
+        }
+    }
+
+    /// The host name the socket was connected to (`sslsocket_connect`).
+    pub(crate) fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    /// Leaves UNENCRYPTED mode for `mode`, once: the first step of a start
+    /// call, which from then on owns the handshake.
+    pub(crate) fn begin_encryption(&self, mode: SslMode) -> Result<()> {
+        {
+            let io = self.io.lock();
+            if io.input != Input::Open || io.output_closed {
+                return Err(Error::invalid_state("the socket is closed"));
+            }
+        }
+        self.mode
+            .compare_exchange(
+                SslMode::Unencrypted as u8,
+                mode as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .map(|_| ())
+            .map_err(|_| {
+                Error::invalid_state("the socket is already encrypted (or being encrypted)")
+            })
+    }
+
+    /// Sets this socket's callback for `kind` (`None` removes it).
+    pub fn set_callback(&self, kind: EventKind, callback: Option<Callback>) {
+        self.callbacks.get_or_init(Arc::default).set(kind, callback);
+    }
+
+    /// Where this socket's own events go (`sslsocket_register_callback`).
+    pub(crate) fn events(&self) -> EventSink {
+        EventSink::new(
+            self.callbacks.get_or_init(Arc::default).clone(),
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    /// Reports the TLS 1.3 session tickets received since the last report,
+    /// on the calling thread; call with no lock held.
+    pub(crate) fn report_tickets(&self) {
+        let count = std::mem::take(&mut self.io.lock().tickets);
+        let (Some(_), Some(me)) = (self.callbacks.get(), self.me.upgrade()) else {
+            return;
+        };
+        let events = self.events();
+        for _ in 0..count {
+            events.emit(EventKind::NewSessionTicketReceived, || {
+                Event::new(EventKind::NewSessionTicketReceived, Some(&me))
+                    .describe("the server sent a TLS 1.3 session ticket")
+            });
         }
     }
 
@@ -514,6 +626,9 @@ impl Connection {
     /// Decrypted bytes ready to read without blocking: what was decrypted
     /// before, or else what has arrived on the socket by now.
     pub fn bytes_available(&self) -> usize {
+        if self.mode() == SslMode::Unencrypted {
+            return self.plain_bytes_available();
+        }
         self.receive(Wait::Never);
         self.io.lock().plaintext
     }
@@ -524,18 +639,29 @@ impl Connection {
         if buf.is_empty() {
             return Err(Error::invalid_argument("the buffer length must not be 0"));
         }
+        if self.mode() == SslMode::Unencrypted {
+            return self.plain_read(buf);
+        }
         loop {
-            {
+            let (outcome, tickets) = {
                 let mut io = self.io.lock();
                 if io.tls.is_none() {
                     return Err(Error::invalid_state("the TLS handshake has not completed"));
                 }
-                if io.plaintext > 0 {
-                    return Ok(take_plaintext(&mut io, buf));
-                }
-                if let Some(end) = io.end_of_read() {
-                    return end;
-                }
+                let outcome = if io.plaintext > 0 {
+                    Some(Ok(take_plaintext(&mut io, buf)))
+                } else {
+                    io.end_of_read()
+                };
+                (outcome, io.tickets > 0)
+            };
+            // Tickets are reported by reads only, never by a getter that
+            // happened to take them in.
+            if tickets {
+                self.report_tickets();
+            }
+            if let Some(outcome) = outcome {
+                return outcome;
             }
             self.receive(Wait::Forever);
         }
@@ -548,15 +674,26 @@ impl Connection {
             None => Wait::Forever,
             Some(timeout) => Wait::Until(Instant::now() + timeout),
         };
+        if self.mode() == SslMode::Unencrypted {
+            return self.plain_wait_for_ready_read(wait);
+        }
         loop {
-            {
+            let (ready, tickets) = {
                 let io = self.io.lock();
-                if io.plaintext > 0 {
-                    return true;
-                }
-                if io.input != Input::Open || io.tls.is_none() {
-                    return false;
-                }
+                let ready = if io.plaintext > 0 {
+                    Some(true)
+                } else if io.input != Input::Open || io.tls.is_none() {
+                    Some(false)
+                } else {
+                    None
+                };
+                (ready, io.tickets > 0)
+            };
+            if tickets {
+                self.report_tickets();
+            }
+            if let Some(ready) = ready {
+                return ready;
             }
             let received = self.receive(wait);
             let expired = matches!(wait, Wait::Until(deadline) if Instant::now() >= deadline);
@@ -573,12 +710,7 @@ impl Connection {
     /// receive returns as soon as there is plaintext; `Wait::Never` adds what
     /// has arrived to what there is.
     fn receive(&self, wait: Wait) -> bool {
-        let inbox = match wait {
-            Wait::Forever => Some(self.inbox.lock()),
-            Wait::Until(deadline) => self.inbox.try_lock_until(deadline),
-            Wait::Never => self.inbox.try_lock(),
-        };
-        let Some(mut inbox) = inbox else {
+        let Some(mut inbox) = self.lock_inbox(wait) else {
             return false;
         };
         {
@@ -626,6 +758,16 @@ impl Connection {
         true
     }
 
+    /// The inbox, waiting for it as long as `wait` allows: whoever holds it
+    /// is the one thread receiving.
+    fn lock_inbox(&self, wait: Wait) -> Option<MutexGuard<'_, Inbox>> {
+        match wait {
+            Wait::Forever => Some(self.inbox.lock()),
+            Wait::Until(deadline) => self.inbox.try_lock_until(deadline),
+            Wait::Never => self.inbox.try_lock(),
+        }
+    }
+
     /// Sends what rustls queued while taking input (a fatal alert after a
     /// TLS error, a warning refusing renegotiation) without waiting: a
     /// reading thread must not block on a peer that does not read. What the
@@ -646,6 +788,9 @@ impl Connection {
 
     /// Encrypts and sends all of `data`; blocks until the kernel has it.
     pub fn write(&self, data: &[u8]) -> Result<usize> {
+        if self.mode() == SslMode::Unencrypted {
+            return self.plain_write(data);
+        }
         let send = self.send.lock();
         let mut offset = 0;
         while offset < data.len() {
