@@ -3,7 +3,8 @@
  *
  *   echo_server [--address A] [--port P] [--cert CHAIN.pem --key KEY.pem [--key-passphrase S]]
  *               [--ca CA.pem] [--verify none|query|verify] [--handshake-timeout MS]
- *               [--max-pending N] [--alpn p1,p2] [--http] [--write-cert FILE] [--quiet]
+ *               [--max-pending N] [--alpn p1,p2] [--http [--request-timeout MS]]
+ *               [--write-cert FILE] [--quiet]
  *
  * Design, as in Qt's threaded server examples:
  *   - the library accepts TCP connections and runs the TLS handshakes on its
@@ -27,12 +28,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sslserver.h"
 
 #define MAX_ALPN 16
-/* An HTTP client gets this long to send its request; echo clients may idle. */
+/* An HTTP client gets this long to send its whole request head (default of
+   --request-timeout); echo clients may idle. */
 #define HTTP_REQUEST_TIMEOUT_MS 30000
+/* The largest request head accepted; a longer one gets 431. */
+#define HTTP_MAX_HEAD 8192
+/* After answering an error, how long to read and discard what the client is
+   still sending before closing: closing a socket with unread input makes the
+   kernel send a reset, which can destroy the answer before the client reads
+   it. */
+#define HTTP_LINGER_MS 2000
 
 struct options {
     const char *address;       /* NULL = any address */
@@ -49,6 +59,7 @@ struct options {
     size_t alpn_count;
     const char *write_cert;
     bool http;
+    int request_timeout;       /* --http: ms for the whole request head */
     bool quiet;
 };
 
@@ -56,6 +67,7 @@ static struct options opts = {
     .port = 4433,
     .handshake_timeout = INT_MIN,
     .max_pending = INT_MIN,
+    .request_timeout = HTTP_REQUEST_TIMEOUT_MS,
 };
 
 static sslserver *server;
@@ -261,16 +273,89 @@ static size_t end_of_head(const char *buf, size_t len)
     return 0;
 }
 
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sends a complete HTTP/1.0 response and then close_notify, which tells the
+   client the body is complete. */
+static bool http_respond(struct connection *c, const char *status, const char *body)
+{
+    char resp[1024];
+    int rlen = snprintf(resp, sizeof resp,
+                        "HTTP/1.0 %s\r\n"
+                        "Content-Type: text/plain; charset=utf-8\r\n"
+                        "Content-Length: %zu\r\n"
+                        "Connection: close\r\n"
+                        "\r\n%s",
+                        status, strlen(body), body);
+    if (rlen < 0 || (size_t)rlen >= sizeof resp)
+        return false;
+    /* One write: the whole response goes out in as few records as possible. */
+    size_t n = 0;
+    sslserver_result r = sslsocket_write(c->socket, (const uint8_t *)resp, (size_t)rlen, &n);
+    if (r == SSLSERVER_OK)
+        r = sslsocket_disconnect_from_host(c->socket);
+    if (r != SSLSERVER_OK) {
+        report_end(c, r);
+        return false;
+    }
+    return true;
+}
+
+/* After an error response: reads and discards until the client closes, for at
+   most HTTP_LINGER_MS (see there). */
+static void http_linger(struct connection *c)
+{
+    int64_t deadline = monotonic_ms() + HTTP_LINGER_MS;
+    uint8_t sink[4096];
+    for (;;) {
+        int64_t left = deadline - monotonic_ms();
+        if (left <= 0 || !sslsocket_wait_for_ready_read(c->socket, (int)left))
+            return;
+        size_t n = 0;
+        if (sslsocket_read(c->socket, sink, sizeof sink, &n) != SSLSERVER_OK || n == 0)
+            return;
+    }
+}
+
+/* Answers a request head that is too long (431) or did not end in time (408),
+   as a web server does, instead of dropping the connection without a word. */
+static void http_reject(struct connection *c, const char *status, const char *body)
+{
+    if (!opts.quiet)
+        fprintf(stderr, "connection %s: %s\n", c->peer, status);
+    if (http_respond(c, status, body))
+        http_linger(c);
+}
+
 static void http_once(struct connection *c)
 {
-    char req[8192];
+    char req[HTTP_MAX_HEAD];
     size_t used = 0;
+    /* One deadline for the whole head: a client trickling bytes cannot hold
+       the connection longer than one that sends nothing. */
+    int64_t deadline = monotonic_ms() + opts.request_timeout;
     while (!end_of_head(req, used)) {
-        if (used == sizeof req)
-            return;   /* head too large: just drop the connection */
-        if (!sslsocket_wait_for_ready_read(c->socket, HTTP_REQUEST_TIMEOUT_MS)) {
-            /* Timeout, or the connection ended. */
-            if (!atomic_load(&stop_requested) && !opts.quiet)
+        if (used == sizeof req) {
+            http_reject(c, "431 Request Header Fields Too Large",
+                        "request head larger than 8 KiB\n");
+            return;
+        }
+        int64_t left = deadline - monotonic_ms();
+        if (left <= 0 || !sslsocket_wait_for_ready_read(c->socket, left > 0 ? (int)left : 0)) {
+            if (atomic_load(&stop_requested))
+                return;
+            if (monotonic_ms() >= deadline &&
+                sslsocket_state(c->socket) == SSLSERVER_SOCKET_STATE_CONNECTED) {
+                http_reject(c, "408 Request Timeout", "the request head did not arrive in time\n");
+                return;
+            }
+            /* The connection ended before a complete head. */
+            if (!opts.quiet)
                 fprintf(stderr, "connection %s: no complete request (%s)\n", c->peer,
                         sslserver_socket_error_name(sslsocket_error(c->socket)));
             return;
@@ -291,29 +376,9 @@ static void http_once(struct connection *c)
     if (sslsocket_session_cipher(c->socket, cipher, sizeof cipher, &n) != SSLSERVER_OK)
         snprintf(cipher, sizeof cipher, "?");
     char body[256];
-    int blen = snprintf(body, sizeof body, "Hello from libsslserver %s over %s (%s)\n",
-                        sslserver_version(),
-                        sslserver_protocol_name(sslsocket_session_protocol(c->socket)), cipher);
-    char resp[512];
-    int rlen = snprintf(resp, sizeof resp,
-                        "HTTP/1.0 200 OK\r\n"
-                        "Content-Type: text/plain; charset=utf-8\r\n"
-                        "Content-Length: %d\r\n"
-                        "Connection: close\r\n"
-                        "\r\n%s",
-                        blen, body);
-    if (rlen < 0 || (size_t)rlen >= sizeof resp)
-        return;
-    /* One write: the whole response goes out in as few records as possible. */
-    sslserver_result r = sslsocket_write(c->socket, (const uint8_t *)resp, (size_t)rlen, &n);
-    if (r != SSLSERVER_OK) {
-        report_end(c, r);
-        return;
-    }
-    /* close_notify tells the client the body is complete. */
-    r = sslsocket_disconnect_from_host(c->socket);
-    if (r != SSLSERVER_OK)
-        report_end(c, r);
+    snprintf(body, sizeof body, "Hello from libsslserver %s over %s (%s)\n", sslserver_version(),
+             sslserver_protocol_name(sslsocket_session_protocol(c->socket)), cipher);
+    http_respond(c, "200 OK", body);
 }
 
 static void unregister_connection(struct connection *c)
@@ -448,7 +513,7 @@ static void usage(FILE *out)
             "                   [--cert CHAIN.pem --key KEY.pem [--key-passphrase S]]\n"
             "                   [--ca CA.pem] [--verify none|query|verify]\n"
             "                   [--handshake-timeout MS] [--max-pending N] [--alpn p1,p2]\n"
-            "                   [--http] [--write-cert FILE] [--quiet]\n"
+            "                   [--http [--request-timeout MS]] [--write-cert FILE] [--quiet]\n"
             "\n"
             "  --address A            address to listen on (default: any, IPv4 and IPv6)\n"
             "  --port P               port (default 4433; 0 picks a free one)\n"
@@ -462,7 +527,10 @@ static void usage(FILE *out)
             "  --handshake-timeout MS deadline from TCP accept to handshake done (-1: none)\n"
             "  --max-pending N        handshaken connections queued before accepting pauses\n"
             "  --alpn p1,p2           ALPN protocols offered, in preference order\n"
-            "  --http                 answer one HTTP request per connection instead of echoing\n"
+            "  --http                 answer one HTTP request per connection instead of echoing;\n"
+            "                         a request head over 8 KiB gets 431, one that does not\n"
+            "                         arrive within --request-timeout gets 408\n"
+            "  --request-timeout MS   --http: time for the whole request head (default 30000)\n"
             "  --write-cert FILE      write the server certificate chain (PEM) to FILE, e.g.\n"
             "                         for a client's -CAfile / --cacert\n"
             "  --quiet                do not log events and connections\n");
@@ -530,6 +598,13 @@ static int parse_args(int argc, char **argv)
                 return 2;
             }
             opts.verify = v;
+        } else if (!strcmp(a, "--request-timeout")) {
+            NEED_VALUE();
+            if (!parse_int(v, 1, INT_MAX, &n)) {
+                fprintf(stderr, "echo_server: bad --request-timeout '%s' (1 or more ms)\n", v);
+                return 2;
+            }
+            opts.request_timeout = (int)n;
         } else if (!strcmp(a, "--handshake-timeout")) {
             NEED_VALUE();
             if (!parse_int(v, -1, INT_MAX, &n)) {
