@@ -5,7 +5,8 @@
 #     <root>/target/release/libsslserver.{so,a} (then <root>/target/debug/...);
 #     $ENV{CARGO_TARGET_DIR} is searched as well;
 #   * an installed prefix (scripts/install.sh): <prefix>/include/sslserver.h,
-#     <prefix>/lib/libsslserver.{so,a}.
+#     <prefix>/lib/libsslserver.{so,a}; the shared library's link chain
+#     (libsslserver.so -> .so.0 -> .so.0.2.0) is followed to the versioned file.
 #
 # Hints (CMake or environment variables):
 #   SslServer_ROOT            the repository root or an install prefix; also
@@ -99,7 +100,10 @@ if(SslServer_USE_STATIC_LIBS)
   set(SslServer_LIBRARY "${SslServer_STATIC_LIBRARY}")
   set(_SslServer_kind STATIC)
 elseif(SslServer_SHARED_LIBRARY)
-  set(SslServer_LIBRARY "${SslServer_SHARED_LIBRARY}")
+  # An install's libsslserver.so links to libsslserver.so.0, which links to the
+  # versioned file (libsslserver.so.0.2.0): use that file, as CMake's own
+  # exported targets do. In a build tree this is the library itself.
+  get_filename_component(SslServer_LIBRARY "${SslServer_SHARED_LIBRARY}" REALPATH)
   set(_SslServer_kind SHARED)
 else()
   set(SslServer_LIBRARY "${SslServer_STATIC_LIBRARY}")
