@@ -6,8 +6,9 @@
 #   bash scripts/test.sh --full     the same, then the fuzz and benchmark
 #                                   smoke runs (CI: .ci/run)
 #
-#   1. build once: `cargo test --all-targets --no-run` compiles the library
-#      (libsslserver.so and .a too) and every test binary in the dev profile;
+#   1. build once, in the dev profile: `cargo build --lib` (libsslserver.so
+#      and .a, which test builds do not produce), then
+#      `cargo test --all-targets --no-run` (every test binary);
 #   2. then, side by side (each mostly waits on sockets and child processes):
 #        a. cargo test --all-targets, cargo test --doc (nothing rebuilt)
 #        b. c_examples built plain (build/c) and with ASan+UBSan
@@ -64,6 +65,10 @@ summary() {
 
 step "ensure cmake" ensure_cmake
 
+# The C side needs the shared and static libraries, which only a library
+# build makes; the test build links the rlib, and (with the dev-dependencies'
+# features) compiles the crate once more anyway.
+step "build: cargo build --lib" cargo build --lib
 step "build: cargo test --all-targets --no-run" cargo test --all-targets --no-run
 lib_dir="${CARGO_TARGET_DIR:-$root/target}/debug"
 if [[ ! -f "$lib_dir/libsslserver.so" || ! -f "$lib_dir/libsslserver.a" ]]; then
