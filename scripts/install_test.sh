@@ -121,6 +121,10 @@ grep -q "SslServer" "$tmp/v99.log" || { cat "$tmp/v99.log"; fail "no message abo
 echo "rejected as expected"
 
 section "pkg-config consumers"
+if ! command -v pkg-config >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "pkg-config not found; installing it with apt-get"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config; } >&2 || true
+fi
 command -v pkg-config >/dev/null 2>&1 || fail "pkg-config is not installed (apt-get install pkg-config)"
 export PKG_CONFIG_PATH="$lib/pkgconfig"
 [[ "$(pkg-config --modversion sslserver)" == "$version" ]] || fail "pkg-config reports another version"
