@@ -126,3 +126,7 @@ sed -e "s/@SSLSERVER_VERSION@/$version/g" -e "s/@SSLSERVER_SIZEOF_VOID_P@/$sizeo
 chmod 644 "$libdir/cmake/SslServer/SslServerConfigVersion.cmake"
 
 echo "installed sslserver $version ($profile) into ${DESTDIR:-}$prefix"
+if [[ -z "${DESTDIR:-}" ]]; then
+  echo "programs load $soname from $prefix/lib: run ldconfig (as root) for a system directory," \
+    "or link with -Wl,-rpath,$prefix/lib"
+fi
