@@ -1,10 +1,23 @@
-//! Generates `include/sslserver.h` from the Rust sources with cbindgen.
+//! Build script: gives the shared library its SONAME, and renders the C
+//! header into `OUT_DIR` (never into the source tree).
+//!
+//! `scripts/gen_header.sh` copies `$OUT_DIR/sslserver.h` to the checked-in
+//! `include/sslserver.h`; `scripts/gen_header.sh --check` fails when the
+//! checked-in copy is stale (CI runs it).
 //!
 //! cbindgen prefixes enum variants with their type's name; where the C
 //! contract's prefix differs (SSLSERVER_EVENT_*, SSLSERVER_ALERT_*, ...), the
 //! table below renames the prefix.
 
 use std::path::Path;
+
+/// The ABI generation in the SONAME (`libsslserver.so.0`). The C API only
+/// grows within a generation (functions and enum values are added, never
+/// renamed, removed or changed), so every 0.x release is a drop-in
+/// replacement for an older one and keeps `.so.0`. A change that breaks
+/// existing callers must raise this number; `scripts/install.sh` and the
+/// CMake version check read it back from the built library.
+const SOVERSION: &str = "0";
 
 const PREFIX_RENAMES: &[(&str, &str)] = &[
     ("SSLSERVER_EVENT_KIND_", "SSLSERVER_EVENT_"),
@@ -17,6 +30,25 @@ const PREFIX_RENAMES: &[(&str, &str)] = &[
 fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    set_soname();
+    let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    let header = render_header();
+    let path = Path::new(&out_dir).join("sslserver.h");
+    std::fs::write(&path, header).expect("write $OUT_DIR/sslserver.h");
+}
+
+/// ELF platforms record the SONAME, not the file name, in the programs that
+/// link the library; without one, a later incompatible library would be
+/// loaded silently and no distribution could package it.
+fn set_soname() {
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let elf = !matches!(os.as_str(), "macos" | "ios" | "windows");
+    if elf {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libsslserver.so.{SOVERSION}");
+    }
+}
+
+fn render_header() -> String {
     let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let version = std::env::var("CARGO_PKG_VERSION").expect("cargo sets CARGO_PKG_VERSION");
     let mut config = cbindgen::Config::from_file(Path::new(&crate_dir).join("cbindgen.toml"))
@@ -52,10 +84,5 @@ fn main() {
         "\nsslsocket_mode sslsocket_mode(",
         "\nenum sslsocket_mode sslsocket_mode(",
     );
-    let path = Path::new(&crate_dir).join("include").join("sslserver.h");
-    // Rewrite only on change, so the header's timestamp means something.
-    if std::fs::read_to_string(&path).ok().as_deref() != Some(header.as_str()) {
-        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("create include/");
-        std::fs::write(&path, header).expect("write include/sslserver.h");
-    }
+    header
 }

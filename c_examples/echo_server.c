@@ -3,7 +3,8 @@
  *
  *   echo_server [--address A] [--port P] [--cert CHAIN.pem --key KEY.pem [--key-passphrase S]]
  *               [--ca CA.pem] [--verify none|query|verify] [--handshake-timeout MS]
- *               [--max-pending N] [--alpn p1,p2] [--http] [--write-cert FILE] [--quiet]
+ *               [--max-pending N] [--alpn p1,p2] [--http [--request-timeout MS]]
+ *               [--write-cert FILE] [--quiet]
  *
  * Design, as in Qt's threaded server examples:
  *   - the library accepts TCP connections and runs the TLS handshakes on its
@@ -14,6 +15,8 @@
  *   - SIGINT and SIGTERM are blocked in every thread and received
  *     synchronously by the main thread with sigwait(), so no code runs in a
  *     signal handler and no library call is ever interrupted by EINTR.
+ *   - --http answers one HTTP/1.0 request per connection instead of
+ *     echoing; that mode is in echo_server_http.c.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -28,11 +31,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "echo_server_http.h"
 #include "sslserver.h"
 
 #define MAX_ALPN 16
-/* An HTTP client gets this long to send its request; echo clients may idle. */
-#define HTTP_REQUEST_TIMEOUT_MS 30000
 
 struct options {
     const char *address;       /* NULL = any address */
@@ -49,6 +51,7 @@ struct options {
     size_t alpn_count;
     const char *write_cert;
     bool http;
+    int request_timeout;       /* --http: ms for the whole request head */
     bool quiet;
 };
 
@@ -56,6 +59,7 @@ static struct options opts = {
     .port = 4433,
     .handshake_timeout = INT_MIN,
     .max_pending = INT_MIN,
+    .request_timeout = HTTP_REQUEST_TIMEOUT_MS,
 };
 
 static sslserver *server;
@@ -248,74 +252,6 @@ static void echo_loop(struct connection *c)
     }
 }
 
-/* Offset just past the blank line ending the request head, or 0. HTTP/1.1
-   (RFC 9112) lets a server accept a bare LF as a line terminator. */
-static size_t end_of_head(const char *buf, size_t len)
-{
-    for (size_t i = 0; i + 1 < len; i++) {
-        if (buf[i] == '\n' && buf[i + 1] == '\n')
-            return i + 2;
-        if (i + 3 < len && memcmp(buf + i, "\r\n\r\n", 4) == 0)
-            return i + 4;
-    }
-    return 0;
-}
-
-static void http_once(struct connection *c)
-{
-    char req[8192];
-    size_t used = 0;
-    while (!end_of_head(req, used)) {
-        if (used == sizeof req)
-            return;   /* head too large: just drop the connection */
-        if (!sslsocket_wait_for_ready_read(c->socket, HTTP_REQUEST_TIMEOUT_MS)) {
-            /* Timeout, or the connection ended. */
-            if (!atomic_load(&stop_requested) && !opts.quiet)
-                fprintf(stderr, "connection %s: no complete request (%s)\n", c->peer,
-                        sslserver_socket_error_name(sslsocket_error(c->socket)));
-            return;
-        }
-        size_t n = 0;
-        sslserver_result r = sslsocket_read(c->socket, (uint8_t *)req + used, sizeof req - used, &n);
-        if (r != SSLSERVER_OK) {
-            report_end(c, r);
-            return;
-        }
-        if (n == 0)
-            return;
-        used += n;
-    }
-
-    char cipher[96] = "?";
-    size_t n = 0;
-    if (sslsocket_session_cipher(c->socket, cipher, sizeof cipher, &n) != SSLSERVER_OK)
-        snprintf(cipher, sizeof cipher, "?");
-    char body[256];
-    int blen = snprintf(body, sizeof body, "Hello from libsslserver %s over %s (%s)\n",
-                        sslserver_version(),
-                        sslserver_protocol_name(sslsocket_session_protocol(c->socket)), cipher);
-    char resp[512];
-    int rlen = snprintf(resp, sizeof resp,
-                        "HTTP/1.0 200 OK\r\n"
-                        "Content-Type: text/plain; charset=utf-8\r\n"
-                        "Content-Length: %d\r\n"
-                        "Connection: close\r\n"
-                        "\r\n%s",
-                        blen, body);
-    if (rlen < 0 || (size_t)rlen >= sizeof resp)
-        return;
-    /* One write: the whole response goes out in as few records as possible. */
-    sslserver_result r = sslsocket_write(c->socket, (const uint8_t *)resp, (size_t)rlen, &n);
-    if (r != SSLSERVER_OK) {
-        report_end(c, r);
-        return;
-    }
-    /* close_notify tells the client the body is complete. */
-    r = sslsocket_disconnect_from_host(c->socket);
-    if (r != SSLSERVER_OK)
-        report_end(c, r);
-}
-
 static void unregister_connection(struct connection *c)
 {
     pthread_mutex_lock(&registry.lock);
@@ -339,9 +275,16 @@ static void connection_done(void)
 static void *connection_main(void *arg)
 {
     struct connection *c = arg;
-    if (opts.http)
-        http_once(c);
-    else
+    if (opts.http) {
+        struct http_client h = {
+            .socket = c->socket,
+            .peer = c->peer,
+            .request_timeout_ms = opts.request_timeout,
+            .quiet = opts.quiet,
+            .stopping = &stop_requested,
+        };
+        http_serve_one(&h);
+    } else
         echo_loop(c);
     if (!opts.quiet)
         fprintf(stderr, "connection %s closed\n", c->peer);
@@ -448,7 +391,7 @@ static void usage(FILE *out)
             "                   [--cert CHAIN.pem --key KEY.pem [--key-passphrase S]]\n"
             "                   [--ca CA.pem] [--verify none|query|verify]\n"
             "                   [--handshake-timeout MS] [--max-pending N] [--alpn p1,p2]\n"
-            "                   [--http] [--write-cert FILE] [--quiet]\n"
+            "                   [--http [--request-timeout MS]] [--write-cert FILE] [--quiet]\n"
             "\n"
             "  --address A            address to listen on (default: any, IPv4 and IPv6)\n"
             "  --port P               port (default 4433; 0 picks a free one)\n"
@@ -462,7 +405,10 @@ static void usage(FILE *out)
             "  --handshake-timeout MS deadline from TCP accept to handshake done (-1: none)\n"
             "  --max-pending N        handshaken connections queued before accepting pauses\n"
             "  --alpn p1,p2           ALPN protocols offered, in preference order\n"
-            "  --http                 answer one HTTP request per connection instead of echoing\n"
+            "  --http                 answer one HTTP request per connection instead of echoing;\n"
+            "                         a request head over 8 KiB gets 431, one that does not\n"
+            "                         arrive within --request-timeout gets 408\n"
+            "  --request-timeout MS   --http: time for the whole request head (default 30000)\n"
             "  --write-cert FILE      write the server certificate chain (PEM) to FILE, e.g.\n"
             "                         for a client's -CAfile / --cacert\n"
             "  --quiet                do not log events and connections\n");
@@ -530,6 +476,13 @@ static int parse_args(int argc, char **argv)
                 return 2;
             }
             opts.verify = v;
+        } else if (!strcmp(a, "--request-timeout")) {
+            NEED_VALUE();
+            if (!parse_int(v, 1, INT_MAX, &n)) {
+                fprintf(stderr, "echo_server: bad --request-timeout '%s' (1 or more ms)\n", v);
+                return 2;
+            }
+            opts.request_timeout = (int)n;
         } else if (!strcmp(a, "--handshake-timeout")) {
             NEED_VALUE();
             if (!parse_int(v, -1, INT_MAX, &n)) {

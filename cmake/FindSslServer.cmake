@@ -5,7 +5,8 @@
 #     <root>/target/release/libsslserver.{so,a} (then <root>/target/debug/...);
 #     $ENV{CARGO_TARGET_DIR} is searched as well;
 #   * an installed prefix (scripts/install.sh): <prefix>/include/sslserver.h,
-#     <prefix>/lib/libsslserver.{so,a}.
+#     <prefix>/lib/libsslserver.{so,a}; the shared library's link chain
+#     (libsslserver.so -> .so.0 -> .so.0.2.0) is followed to the versioned file.
 #
 # Hints (CMake or environment variables):
 #   SslServer_ROOT            the repository root or an install prefix; also
@@ -99,7 +100,10 @@ if(SslServer_USE_STATIC_LIBS)
   set(SslServer_LIBRARY "${SslServer_STATIC_LIBRARY}")
   set(_SslServer_kind STATIC)
 elseif(SslServer_SHARED_LIBRARY)
-  set(SslServer_LIBRARY "${SslServer_SHARED_LIBRARY}")
+  # An install's libsslserver.so links to libsslserver.so.0, which links to the
+  # versioned file (libsslserver.so.0.2.0): use that file, as CMake's own
+  # exported targets do. In a build tree this is the library itself.
+  get_filename_component(SslServer_LIBRARY "${SslServer_SHARED_LIBRARY}" REALPATH)
   set(_SslServer_kind SHARED)
 else()
   set(SslServer_LIBRARY "${SslServer_STATIC_LIBRARY}")
@@ -182,9 +186,9 @@ if(SslServer_FOUND)
         INTERFACE_LINK_LIBRARIES ${_SslServer_deps})
     endif()
     if(_SslServer_kind STREQUAL "SHARED" AND NOT APPLE)
-      # cargo does not give a cdylib an SONAME unless build.rs asks for one.
-      # Without one, linking by full path would record that absolute path as
-      # DT_NEEDED; IMPORTED_NO_SONAME makes CMake link with -L/-l instead.
+      # build.rs gives the library an SONAME. A library without one (an old
+      # build) would have its absolute path recorded as DT_NEEDED when linked
+      # by full path; IMPORTED_NO_SONAME makes CMake link with -L/-l instead.
       set(_SslServer_has_soname TRUE)
       if(CMAKE_READELF)
         set(_SslServer_readelf "${CMAKE_READELF}")
@@ -196,7 +200,19 @@ if(SslServer_FOUND)
           OUTPUT_VARIABLE _SslServer_dyn ERROR_QUIET RESULT_VARIABLE _SslServer_rc)
         if(_SslServer_rc EQUAL 0)
           if(_SslServer_dyn MATCHES "Library soname: \\[([^\n]+)\\]")
-            set_property(TARGET SslServer::SslServer PROPERTY IMPORTED_SONAME "${CMAKE_MATCH_1}")
+            set(_SslServer_soname "${CMAKE_MATCH_1}")
+            set_property(TARGET SslServer::SslServer PROPERTY IMPORTED_SONAME "${_SslServer_soname}")
+            # A cargo build tree has only target/<profile>/libsslserver.so,
+            # but programs ask the loader for the SONAME (libsslserver.so.0).
+            # Give them a link by that name in this build directory, and
+            # link through it so that the rpath points there.
+            get_filename_component(_SslServer_libdir "${SslServer_LIBRARY}" DIRECTORY)
+            if(NOT EXISTS "${_SslServer_libdir}/${_SslServer_soname}")
+              set(_SslServer_link "${CMAKE_BINARY_DIR}/sslserver-soname/${_SslServer_soname}")
+              file(MAKE_DIRECTORY "${CMAKE_BINARY_DIR}/sslserver-soname")
+              file(CREATE_LINK "${SslServer_LIBRARY}" "${_SslServer_link}" SYMBOLIC)
+              set_property(TARGET SslServer::SslServer PROPERTY IMPORTED_LOCATION "${_SslServer_link}")
+            endif()
           else()
             set(_SslServer_has_soname FALSE)
           endif()
@@ -210,7 +226,7 @@ if(SslServer_FOUND)
 endif()
 
 foreach(_SslServer_v IN ITEMS roots search_default_paths profiles lib_dirs default_paths
-        kind line libdir deps r p has_soname dyn rc range)
+        kind line libdir deps r p has_soname dyn rc range soname link)
   unset(_SslServer_${_SslServer_v})
 endforeach()
 unset(_SslServer_readelf CACHE)

@@ -5,7 +5,9 @@
 #
 # Builds the crate with cargo (unless --no-build) and installs:
 #   PREFIX/include/sslserver.h
-#   PREFIX/lib/libsslserver.so (+ SONAME symlinks when the library has an SONAME)
+#   PREFIX/lib/libsslserver.so.VERSION          the shared library (e.g. .so.0.2.0)
+#   PREFIX/lib/libsslserver.so.0 -> .so.VERSION  its SONAME: what programs load
+#   PREFIX/lib/libsslserver.so -> .so.0          what the linker finds for -lsslserver
 #   PREFIX/lib/libsslserver.a
 #   PREFIX/lib/pkgconfig/sslserver.pc
 #   PREFIX/lib/cmake/SslServer/{SslServerConfig,SslServerConfigVersion,FindSslServer}.cmake
@@ -74,28 +76,31 @@ install -d "$dest/include" "$libdir" "$libdir/pkgconfig" "$libdir/cmake/SslServe
 install -m 644 "$header" "$dest/include/sslserver.h"
 install -m 644 "$static" "$libdir/libsslserver.a"
 
-# Shared library: follow the usual libfoo.so.X.Y.Z <- libfoo.so.X <- libfoo.so
-# layout when the library declares an SONAME; otherwise the linker and the
-# loader both look for plain libsslserver.so, so that is all we install.
+# Shared library: the usual libfoo.so.X.Y.Z <- libfoo.so.X <- libfoo.so layout.
+# The SONAME (set by build.rs) is read back from the library, so this script
+# never disagrees with what programs linked against it will ask the loader for.
 soname=""
 if command -v readelf >/dev/null 2>&1; then
   soname="$(readelf -d "$shared" | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')"
 elif command -v objdump >/dev/null 2>&1; then
   soname="$(objdump -p "$shared" | awk '$1 == "SONAME" { print $2 }')"
-fi
-rm -f "$libdir"/libsslserver.so "$libdir"/libsslserver.so.*
-if [[ -n "$soname" && "$soname" != "libsslserver.so" ]]; then
-  real="libsslserver.so.$version"
-  [[ "$soname" == "$real" ]] && real="$soname"
-  install -m 755 "$shared" "$libdir/$real"
-  [[ "$soname" == "$real" ]] || ln -sf "$real" "$libdir/$soname"
-  ln -sf "$soname" "$libdir/libsslserver.so"
 else
-  install -m 755 "$shared" "$libdir/libsslserver.so"
+  echo "install.sh: need readelf or objdump (binutils) to read the SONAME" >&2
+  exit 1
 fi
+[[ "$soname" =~ ^libsslserver\.so\.([0-9]+)$ ]] ||
+  { echo "install.sh: $shared has SONAME '$soname', expected libsslserver.so.N (rebuild it)" >&2; exit 1; }
+soversion="${BASH_REMATCH[1]}"
+real="libsslserver.so.$version"
+rm -f "$libdir"/libsslserver.so "$libdir"/libsslserver.so.*
+install -m 755 "$shared" "$libdir/$real"
+ln -s "$real" "$libdir/$soname"
+ln -s "$soname" "$libdir/libsslserver.so"
 
-# pkg-config. Libs.private lists what the static library needs from the system
-# (`rustc --print native-static-libs`); `pkg-config --static` adds them.
+# pkg-config. -lsslserver finds the libsslserver.so link; a program linked
+# with it records the SONAME (libsslserver.so.N) and loads the versioned file
+# through that link. Libs.private lists what the static library needs from the
+# system (`rustc --print native-static-libs`); `pkg-config --static` adds them.
 cat > "$libdir/pkgconfig/sslserver.pc" <<EOF
 prefix=$prefix
 exec_prefix=\${prefix}
@@ -116,7 +121,12 @@ install -m 644 "$root/cmake/FindSslServer.cmake" "$root/cmake/SslServerConfig.cm
 sizeof_void_p="$(getconf LONG_BIT 2>/dev/null || echo 64)"
 sizeof_void_p=$((sizeof_void_p / 8))
 sed -e "s/@SSLSERVER_VERSION@/$version/g" -e "s/@SSLSERVER_SIZEOF_VOID_P@/$sizeof_void_p/g" \
+  -e "s/@SSLSERVER_SOVERSION@/$soversion/g" \
   "$root/cmake/SslServerConfigVersion.cmake.in" > "$libdir/cmake/SslServer/SslServerConfigVersion.cmake"
 chmod 644 "$libdir/cmake/SslServer/SslServerConfigVersion.cmake"
 
 echo "installed sslserver $version ($profile) into ${DESTDIR:-}$prefix"
+if [[ -z "${DESTDIR:-}" ]]; then
+  echo "programs load $soname from $prefix/lib: run ldconfig (as root) for a system directory," \
+    "or link with -Wl,-rpath,$prefix/lib"
+fi

@@ -1,15 +1,11 @@
-"""The DTLS cases of run_case.py: c_examples/dtls_server against openssl
-s_client -dtls1_2, with a pre-shared key and with a certificate.
-
-Imported by run_case.py, whose helpers (processes, waits, the case registry)
-these use; run the cases through run_case.py.
-"""
+"""DTLS: c_examples/dtls_server against openssl s_client -dtls1_2, with a
+pre-shared key and with a certificate."""
 import re
 import signal
 import socket
 import subprocess
 
-from run_case import Process, Server, case, check_sanitizers, expect, log
+from harness import Process, Server, case, check_sanitizers, expect, log
 
 #
 # c_examples/dtls_server logs to stdout: `listening on ADDRESS:PORT`, then
