@@ -33,7 +33,11 @@ impl Inbox {
     }
 
     /// Receives into a fresh buffer; `Ok(0)` is the end of the stream.
-    pub(super) fn fill(&mut self, stream: &TcpStream, flags: RecvFlags) -> rustix::io::Result<usize> {
+    pub(super) fn fill(
+        &mut self,
+        stream: &TcpStream,
+        flags: RecvFlags,
+    ) -> rustix::io::Result<usize> {
         let size = if self.streaming {
             RECEIVE_SIZE
         } else {

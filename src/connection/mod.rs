@@ -230,7 +230,9 @@ impl Io {
         let (error, kind) = match err.kind() {
             io::ErrorKind::BrokenPipe
             | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted => (SocketError::RemoteHostClosed, ErrorKind::Closed),
+            | io::ErrorKind::ConnectionAborted => {
+                (SocketError::RemoteHostClosed, ErrorKind::Closed)
+            }
             _ => (SocketError::Network, ErrorKind::Io),
         };
         let text = os_reason(err);

@@ -51,7 +51,9 @@ impl Connection {
             return self.flush_outgoing(self.send.lock());
         }
         let Some(_sending) = self.send.try_lock() else {
-            return Err(Error::would_block("another thread is sending on this socket"));
+            return Err(Error::would_block(
+                "another thread is sending on this socket",
+            ));
         };
         let mut io = self.io.lock();
         if io.outgoing.is_empty() {
@@ -106,7 +108,9 @@ impl Connection {
             return self.plain_write_nonblocking(data);
         }
         let Some(_sending) = self.send.try_lock() else {
-            return Err(Error::would_block("another thread is sending on this socket"));
+            return Err(Error::would_block(
+                "another thread is sending on this socket",
+            ));
         };
         let mut io = self.io.lock();
         check_writable(&io)?;
@@ -133,7 +137,9 @@ impl Connection {
     /// side is shut down once it all left (here or in `flush`).
     pub(super) fn disconnect_nonblocking(&self) -> Result<()> {
         let Some(_sending) = self.send.try_lock() else {
-            return Err(Error::would_block("another thread is sending on this socket"));
+            return Err(Error::would_block(
+                "another thread is sending on this socket",
+            ));
         };
         let mut io = self.io.lock();
         if !io.queue_close_notify() {
@@ -193,7 +199,9 @@ impl Connection {
     /// UNENCRYPTED mode: sends what the kernel takes now, nothing queued.
     fn plain_write_nonblocking(&self, data: &[u8]) -> Result<usize> {
         let Some(_sending) = self.send.try_lock() else {
-            return Err(Error::would_block("another thread is sending on this socket"));
+            return Err(Error::would_block(
+                "another thread is sending on this socket",
+            ));
         };
         {
             let io = self.io.lock();
@@ -240,7 +248,10 @@ mod tests {
         assert_eq!(plaintext_fitting(3 * record), 3 * MAX_FRAGMENT);
         for room in [1000, record - 1, record + 1, 5 * record + 77, QUEUE_LIMIT] {
             let p = plaintext_fitting(room);
-            assert!(p + p.div_ceil(MAX_FRAGMENT) * RECORD_OVERHEAD <= room, "{room}");
+            assert!(
+                p + p.div_ceil(MAX_FRAGMENT) * RECORD_OVERHEAD <= room,
+                "{room}"
+            );
         }
     }
 }
