@@ -200,8 +200,9 @@ def main():
                 f"{a.duration} --runs {a.runs}`), {measured.strftime('%Y-%m-%d %H:%M UTC')}; load "
                 f"average before: {a.load_before}, after: {a.load_after}.")
         section = eventloop_section(R, note)
+        text = replace_section(a.output, section)
         with open(a.output, "w") as f:
-            f.write(replace_section(a.output, section))
+            f.write(text)
         sys.stdout.write(section)
         return
     m = machine()
