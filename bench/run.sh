@@ -13,11 +13,14 @@
 #   --duration S    seconds per measurement (default 5)
 #   --runs N        runs per figure; the table shows the median (default 3)
 #   --output FILE   where the markdown goes (default docs/benchmarks.md)
-#   --only LIST     comma-separated groups: handshake,echo,latency,memory,deadline
+#   --only LIST     comma-separated groups: handshake,echo,latency,memory,deadline,
+#                   eventloop (alone, it rewrites only its own section of the output)
 #   --no-install    do not apt-get anything (fail if something is missing)
 #
 # Servers, all on 127.0.0.1, each started by this script:
 #   sslserver  bench/servers/sslserver_echo (the library's public Rust API)
+#   sslserver-epoll  c_examples/epoll_echo_server (the C API, non-blocking
+#              sockets, one thread with epoll; eventloop group)
 #   openssl    bench/servers/openssl_echo (libssl, thread per connection)
 #   qt         bench/servers/qt_echo (Qt 6 QSslServer, event-driven)
 #   tcp        openssl_echo --plain (plain TCP, thread per connection: floor)
@@ -32,7 +35,7 @@ duration=5
 runs=3
 smoke=0
 install=1
-only="handshake,echo,latency,memory,deadline"
+only="handshake,echo,latency,memory,deadline,eventloop"
 output="$root/docs/benchmarks.md"
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -42,7 +45,7 @@ while [[ $# -gt 0 ]]; do
     --output) output="$2"; shift ;;
     --only) only="$2"; shift ;;
     --no-install) install=0 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -98,6 +101,13 @@ if [[ $smoke == 0 ]]; then
   cmake --build "$work/qt_echo" -j 2 >"$work/logs/qt_build.log"
   OPENSSL_ECHO="$work/bin/openssl_echo"
   QT_ECHO="$work/qt_echo/qt_echo"
+  if want eventloop; then
+    log "build the library (release) and epoll_echo_server (gcc -O2, static)"
+    cargo build --release --quiet --lib
+    gcc -O2 -g -Wall -Wextra -Werror -I include -o "$work/bin/epoll_echo_server" \
+      c_examples/epoll_echo_server.c "$CARGO_TARGET_DIR/release/libsslserver.a" -lpthread -ldl -lm
+    EPOLL_ECHO="$work/bin/epoll_echo_server"
+  fi
 fi
 
 # -------------------------------------------------------------------- certs
@@ -133,6 +143,7 @@ server_cmd() { # name cert [extra...]
   case "$name" in
     sslserver) echo "$SSLSERVER_ECHO --cert $c --key $k $*" ;;
     sslserver-query) echo "$SSLSERVER_ECHO --cert $c --key $k --verify query $*" ;;
+    sslserver-epoll) echo "$EPOLL_ECHO --cert $c --key $k --verify none --quiet $*" ;;
     openssl) echo "$OPENSSL_ECHO --cert $c --key $k $*" ;;
     qt) echo "$QT_ECHO --cert $c --key $k $*" ;;
     tcp) echo "$OPENSSL_ECHO --plain $*" ;;
@@ -326,10 +337,44 @@ if want deadline; then
   done
 fi
 
+if want eventloop; then
+  # The same library two ways: a thread per connection with blocking calls
+  # (sslserver_echo) and one thread with epoll and non-blocking sockets.
+  evl=(sslserver sslserver-epoll)
+  log "eventloop: echo and latency, threaded vs epoll"
+  for s in "${evl[@]}"; do start_server "$s" ecdsa; done
+  for run in $(seq 1 "$runs"); do
+    for conns in 8 1000; do
+      # 1,000 handshakes happen before the window: a longer warm-up.
+      warm=0.5; [[ $conns -gt 8 ]] && warm=4
+      for s in "${evl[@]}"; do
+        measure "$s" "ev-echo-$conns" echo --duration "$duration" --warmup "$warm" --conns "$conns" \
+          --io-timeout 60
+      done
+    done
+    for s in "${evl[@]}"; do
+      taskset -a -p -c 1 "${PID[$s]}" >/dev/null
+      PREFIX=(taskset -c 1)
+      measure "$s" ev-lat-64 latency "${d[@]}"
+      PREFIX=()
+      taskset -a -p -c 0-"$(($(nproc) - 1))" "${PID[$s]}" >/dev/null
+    done
+  done
+  stop_all
+  for s in "${evl[@]}"; do
+    log "eventloop: 10000 idle connections, $s (fresh server)"
+    start_server "$s" ecdsa
+    measure "$s" ev-idle-10000 idle --conns 10000 --threads 4 --settle 3 --io-timeout 60
+    stop_server "$s"
+  done
+fi
+
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 log "report"
+sections=()
+[[ $only == eventloop ]] && sections=(--sections eventloop)
 python3 "$root/bench/report.py" --results "$results" --output "$output" \
   --duration "$duration" --runs "$runs" --load-before "$load_before" --load-after "$load_after" \
-  --cargo-lock "$root/Cargo.lock"
+  --cargo-lock "$root/Cargo.lock" "${sections[@]}"
 log "done: $failures failed measurement(s); raw results in $results"
 exit $((failures > 0))

@@ -103,6 +103,9 @@ typedef enum sslserver_result {
   SSLSERVER_ERROR_BUFFER_TOO_SMALL,
   // An internal error (a bug in the library) was caught at the boundary.
   SSLSERVER_ERROR_PANIC,
+  // A non-blocking socket (sslsocket_set_blocking) could do nothing
+  // without waiting: poll its descriptor and call again.
+  SSLSERVER_ERROR_WOULD_BLOCK,
 } sslserver_result;
 
 // How a server treats client certificates: `QSslSocket::PeerVerifyMode`.
@@ -813,6 +816,17 @@ void sslserver_resume_accepting(struct sslserver *server);
 // Whether a handshaken connection is waiting in the queue.
 bool sslserver_has_pending_connections(const struct sslserver *server);
 
+// A descriptor that is readable (POLLIN) while a handshaken connection is
+// waiting in the queue, for an event loop: when it polls readable, call
+// sslserver_next_pending_connection until it returns NULL. It stays
+// readable while the queue is not empty and stops being readable when it
+// empties (level-triggered; also correct when max_pending_connections is
+// reached). The same descriptor serves the server's whole life, across
+// listen and close; the server owns it and closes it in sslserver_free: do
+// not read, write or close it. -1 for NULL or if no descriptor could be
+// made (see sslserver_last_error_message).
+int sslserver_notification_descriptor(struct sslserver *server);
+
 // Takes the oldest handshaken connection from the queue; NULL when it is
 // empty. The caller owns the socket and frees it with sslsocket_free.
 // Taking one frees a queue slot, so accepting resumes.
@@ -876,11 +890,23 @@ enum sslserver_result sslsocket_connect_encrypted(const char *host,
 // for `len` 0. In UNENCRYPTED mode it reads plain bytes, at most `len`:
 // what it does not read is left for the next read or, after a start call,
 // the handshake.
+// Non-blocking (sslsocket_set_blocking): returns the bytes already
+// decrypted, or what one receive that does not wait decrypts, and
+// SSLSERVER_ERROR_WOULD_BLOCK when that is none, also when the socket was
+// readable only for a record without data (a session ticket, a KeyUpdate).
+// `*out_n = 0` with SSLSERVER_OK still means a clean close.
 enum sslserver_result sslsocket_read(struct sslsocket *s, uint8_t *buf, size_t len, size_t *out_n);
 
 // Encrypts and writes all `len` bytes (in UNENCRYPTED mode: writes them as
 // they are), blocking until the kernel has them; `*out_n` (may be NULL)
 // receives `len`. May run while another thread reads.
+// Non-blocking (sslsocket_set_blocking): encrypts as much of `buf` as fits
+// under the socket's bound of queued ciphertext (256 KiB; at least one
+// record when nothing is queued), sends what the kernel takes and queues
+// the rest (see sslsocket_wants_write, sslsocket_flush). `*out_n` receives
+// how many bytes of `buf` were taken, possibly fewer than `len`: pass the
+// rest again later. SSLSERVER_ERROR_WOULD_BLOCK only when none was taken.
+// In UNENCRYPTED mode nothing is queued: it takes what the kernel takes.
 enum sslserver_result sslsocket_write(struct sslsocket *s,
                                       const uint8_t *buf,
                                       size_t len,
@@ -894,6 +920,9 @@ bool sslsocket_wait_for_ready_read(struct sslsocket *s, int msecs);
 // Decrypted bytes (plain bytes in UNENCRYPTED mode) that sslsocket_read
 // returns without blocking. Takes in
 // what has arrived on the socket since the last call; never waits.
+// An event loop calls it (or reads until SSLSERVER_ERROR_WOULD_BLOCK)
+// before polling again: bytes already decrypted do not make the descriptor
+// readable.
 size_t sslsocket_bytes_available(const struct sslsocket *s);
 
 // Whether the handshake completed and the connection is still open. Like
@@ -996,6 +1025,9 @@ void sslsocket_continue_interrupted_handshake(struct sslsocket *s);
 
 // Sends close_notify, flushes and closes the write side. Data the client
 // still sends can be read until it closes. Calling it again does nothing.
+// Non-blocking: queues close_notify behind what is queued and sends what
+// the kernel takes; if sslsocket_wants_write is then true, sslsocket_flush
+// sends the rest and closes the write side.
 enum sslserver_result sslsocket_disconnect_from_host(struct sslsocket *s);
 
 // Closes at once, discarding unsent data; blocked reads and writes on other
@@ -1010,6 +1042,28 @@ void sslsocket_abort(struct sslsocket *s);
 // this socket: to wake a thread blocked on it, call sslsocket_abort first,
 // join that thread, then free. NULL is a no-op.
 void sslsocket_free(struct sslsocket *s);
+
+// Blocking (`true`, the default: every call waits as documented) or
+// non-blocking (`false`) reads, writes, flushes and disconnects: they
+// return SSLSERVER_ERROR_WOULD_BLOCK instead of waiting, for an event loop
+// that polls sslsocket_descriptor. Can be switched at any time, also on a
+// live connection and in UNENCRYPTED mode; handshakes (and sslsocket_free's
+// bounded flush) are unaffected. A non-blocking call never waits for
+// another thread's blocking call on the same socket: it gets WOULD_BLOCK.
+enum sslserver_result sslsocket_set_blocking(struct sslsocket *s, bool blocking);
+
+// Whether encrypted bytes are queued, waiting for the kernel to take them
+// (a non-blocking write or disconnect, or a reply to the peer): poll the
+// descriptor for POLLOUT, then call sslsocket_flush. False for NULL.
+bool sslsocket_wants_write(const struct sslsocket *s);
+
+// Sends what is queued (see sslsocket_wants_write). Non-blocking:
+// SSLSERVER_ERROR_WOULD_BLOCK if the kernel did not take all of it (poll
+// for POLLOUT and call again); after sslsocket_disconnect_from_host, the
+// write side is shut down once the close_notify has left. Blocking: waits
+// until the kernel has it all. SSLSERVER_ERROR_CLOSED or _IO if the
+// connection failed.
+enum sslserver_result sslsocket_flush(struct sslsocket *s);
 
 // QSslSocket::setSocketDescriptor: makes a socket of `fd`, a connected TCP
 // socket (IPv4 or IPv6, blocking or not), in UNENCRYPTED mode: read and

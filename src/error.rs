@@ -18,6 +18,8 @@ pub enum ErrorKind {
     Timeout,
     Closed,
     Tls,
+    /// A non-blocking call could do nothing now; poll and call again.
+    WouldBlock,
 }
 
 /// A failed operation: its kind and a human-readable message.
@@ -43,6 +45,11 @@ impl Error {
 
     pub fn invalid_state(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidState, message)
+    }
+
+    /// A non-blocking call that could do nothing without waiting.
+    pub fn would_block(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::WouldBlock, message)
     }
 
     pub fn certificate(message: impl Into<String>) -> Self {

@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod ffi;
 mod handshake;
+mod notification;
 pub mod server;
 mod tls;
 mod trust;

@@ -23,6 +23,7 @@ use crate::connection::Connection;
 use crate::error::{os_reason, Error, ErrorKind, Result};
 use crate::events::{Callback, Callbacks, EventSink};
 use crate::handshake::{self, HandshakeDeadline};
+use crate::notification::QueueNotification;
 use crate::tls::ServerTls;
 use crate::types::{EventKind, SocketError, SslMode};
 
@@ -55,6 +56,9 @@ pub(crate) struct Common {
     paused: AtomicBool,
     callbacks: Arc<Callbacks>,
     last_error: Mutex<(SocketError, String)>,
+    /// `sslserver_notification_descriptor`: made on first use, kept for the
+    /// server's life (across listen and close).
+    notification: std::sync::OnceLock<QueueNotification>,
 }
 
 impl Common {
@@ -96,6 +100,7 @@ impl Server {
                 paused: AtomicBool::new(false),
                 callbacks: Arc::new(Callbacks::default()),
                 last_error: Mutex::new((SocketError::Unknown, String::new())),
+                notification: std::sync::OnceLock::new(),
             }),
             session: Mutex::new(None),
             retired: Mutex::new(Vec::new()),
@@ -283,10 +288,35 @@ impl Server {
             .is_some_and(|s| !s.state.lock().queue.is_empty())
     }
 
+    /// A descriptor readable while the queue of handshaken connections is
+    /// not empty; the same one for the server's life.
+    pub fn notification_descriptor(&self) -> Result<i32> {
+        let notification = match self.common.notification.get() {
+            Some(notification) => notification,
+            None => {
+                let made = QueueNotification::new()?;
+                // A racing caller may have stored one first: theirs is kept.
+                let _ = self.common.notification.set(made);
+                self.common.notification.get().expect("just set")
+            }
+        };
+        // The queue may have filled before the descriptor existed.
+        if let Some(session) = self.current() {
+            let state = session.state.lock();
+            notification.set_ready(!state.queue.is_empty());
+        }
+        Ok(notification.descriptor())
+    }
+
     /// Takes the oldest handshaken connection from the queue.
     pub fn next_pending_connection(&self) -> Option<Arc<Connection>> {
         let session = self.current()?;
-        let connection = session.state.lock().queue.pop_front();
+        let connection = {
+            let mut state = session.state.lock();
+            let connection = state.queue.pop_front();
+            session.queue_changed(&state);
+            connection
+        };
         if connection.is_some() {
             // A slot freed: the accept thread and waiting handshakes go on.
             session.wake();
@@ -652,8 +682,17 @@ impl Session {
         }
         state.handshakes.remove(&id);
         state.queue.push_back(connection.clone());
+        self.queue_changed(&state);
         self.changed.notify_all();
         true
+    }
+
+    /// Makes the notification descriptor (if there is one) follow the
+    /// queue; call with the state lock held, after changing the queue.
+    fn queue_changed(&self, state: &SessionState) {
+        if let Some(notification) = self.common.notification.get() {
+            notification.set_ready(!state.queue.is_empty());
+        }
     }
 
     /// Returns once no thread of this session runs a callback or touches
@@ -691,6 +730,7 @@ impl Session {
             let mut state = self.state.lock();
             let handshakes: Vec<_> = state.handshakes.drain().map(|(_, c)| c).collect();
             let queued: Vec<_> = state.queue.drain(..).collect();
+            self.queue_changed(&state);
             (handshakes, queued)
         };
         for connection in &handshakes {

@@ -30,7 +30,11 @@ use crate::events::{Callback, Callbacks, Event, EventSink, SslError};
 use crate::types::{EventKind, Protocol, SocketError, SocketState, SslErrorCode, SslMode};
 use crate::workers::WorkState;
 
+mod inbox;
+mod nonblocking;
 mod plain;
+
+use inbox::Inbox;
 
 /// How long freeing a connection waits for its close_notify to leave.
 const RELEASE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -48,12 +52,6 @@ const MAX_FRAGMENT: usize = 16 * 1024;
 /// Ciphertext is handed to rustls only while it holds at most this much
 /// plaintext: rustls's own limit, above which `read_tls` refuses.
 const PLAINTEXT_LIMIT: usize = 16 * 1024;
-
-/// While data streams in, one receive takes up to two full records.
-const RECEIVE_SIZE: usize = 2 * (MAX_FRAGMENT + RECORD_OVERHEAD);
-/// After a small receive, the next one (often a thread parked on a quiet
-/// connection) takes a buffer of one page.
-const SMALL_RECEIVE_SIZE: usize = 4096;
 
 /// What was negotiated, fixed once the handshake completes.
 #[derive(Clone, Debug)]
@@ -185,6 +183,63 @@ impl Io {
         }
     }
 
+    /// Queues close_notify and closes the output; false if it was closed.
+    fn queue_close_notify(&mut self) -> bool {
+        if self.output_closed {
+            return false;
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+        }
+        self.collect_outgoing();
+        self.output_closed = true;
+        true
+    }
+
+    /// Encrypts all of `data` into `outgoing`, behind what is queued there.
+    fn encrypt(&mut self, data: &[u8]) -> Result<()> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Err(Error::invalid_state("the TLS handshake has not completed"));
+        };
+        // One allocation for the records, not a growing copy.
+        let records = data.len().div_ceil(MAX_FRAGMENT);
+        self.outgoing
+            .reserve(data.len() + records * RECORD_OVERHEAD);
+        let mut offset = 0;
+        while offset < data.len() {
+            let n = tls
+                .writer()
+                .write(&data[offset..])
+                .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?;
+            if n == 0 {
+                return Err(Error::new(ErrorKind::Tls, "rustls accepted no plaintext"));
+            }
+            offset += n;
+            while tls.wants_write() {
+                let _ = tls.write_tls(&mut self.outgoing);
+            }
+        }
+        Ok(())
+    }
+
+    /// The write side failed with `err`: nothing more can be sent, and what
+    /// is queued never will be.
+    fn sending_failed(&mut self, err: &io::Error) -> Error {
+        self.output_closed = true;
+        self.outgoing = Vec::new();
+        let (error, kind) = match err.kind() {
+            io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted => {
+                (SocketError::RemoteHostClosed, ErrorKind::Closed)
+            }
+            _ => (SocketError::Network, ErrorKind::Io),
+        };
+        let text = os_reason(err);
+        self.fail(error, text.clone());
+        Error::new(kind, text)
+    }
+
     fn fail(&mut self, error: SocketError, text: impl Into<String>) {
         self.error = error;
         self.error_text = text.into();
@@ -269,67 +324,6 @@ impl Io {
     }
 }
 
-/// Ciphertext received from the socket that rustls has not taken yet.
-/// Whoever holds its lock is the one thread receiving.
-#[derive(Default)]
-struct Inbox {
-    bytes: Vec<u8>,
-    taken: usize,
-    /// The buffer for the next receive: large while data streams in.
-    streaming: bool,
-}
-
-impl Inbox {
-    fn pending(&self) -> &[u8] {
-        &self.bytes[self.taken..]
-    }
-
-    fn is_empty(&self) -> bool {
-        self.taken == self.bytes.len()
-    }
-
-    /// Receives into a fresh buffer; `Ok(0)` is the end of the stream.
-    fn fill(&mut self, stream: &TcpStream, flags: RecvFlags) -> rustix::io::Result<usize> {
-        let size = if self.streaming {
-            RECEIVE_SIZE
-        } else {
-            SMALL_RECEIVE_SIZE
-        };
-        self.bytes = Vec::with_capacity(size);
-        self.taken = 0;
-        // Receives into the spare capacity: nothing is zeroed first.
-        let spare = rustix::buffer::spare_capacity(&mut self.bytes);
-        let received = rustix::net::recv(stream, spare, flags).map(|(n, _)| n);
-        match received {
-            Ok(n) if n > 0 => self.streaming = 2 * n >= size,
-            _ => self.release(),
-        }
-        received
-    }
-
-    /// Moves up to `buf.len()` pending bytes into `buf`.
-    fn take_into(&mut self, buf: &mut [u8]) -> usize {
-        let pending = self.pending();
-        let n = pending.len().min(buf.len());
-        buf[..n].copy_from_slice(&pending[..n]);
-        self.consume(n);
-        n
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.taken += n;
-        if self.is_empty() {
-            self.release();
-        }
-    }
-
-    /// An idle connection keeps no receive buffer.
-    fn release(&mut self) {
-        self.bytes = Vec::new();
-        self.taken = 0;
-    }
-}
-
 /// How long `Connection::receive` may wait for the socket.
 #[derive(Clone, Copy)]
 enum Wait {
@@ -366,6 +360,9 @@ pub struct Connection {
     callbacks: OnceLock<Arc<Callbacks>>,
     /// This connection, for the events a reading thread reports.
     me: Weak<Connection>,
+    /// False after `sslsocket_set_blocking(s, false)`: reads and writes
+    /// return WOULD_BLOCK instead of waiting (see `nonblocking`).
+    blocking: AtomicBool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -412,6 +409,7 @@ impl Connection {
             host,
             callbacks: OnceLock::new(),
             me: me.clone(),
+            blocking: AtomicBool::new(true),
         })
     }
 
@@ -639,6 +637,9 @@ impl Connection {
         if buf.is_empty() {
             return Err(Error::invalid_argument("the buffer length must not be 0"));
         }
+        if !self.is_blocking() {
+            return self.read_nonblocking(buf);
+        }
         if self.mode() == SslMode::Unencrypted {
             return self.plain_read(buf);
         }
@@ -788,6 +789,9 @@ impl Connection {
 
     /// Encrypts and sends all of `data`; blocks until the kernel has it.
     pub fn write(&self, data: &[u8]) -> Result<usize> {
+        if !self.is_blocking() {
+            return self.write_nonblocking(data);
+        }
         if self.mode() == SslMode::Unencrypted {
             return self.plain_write(data);
         }
@@ -795,28 +799,11 @@ impl Connection {
         let mut offset = 0;
         while offset < data.len() {
             let batch = {
-                let mut guard = self.io.lock();
-                check_writable(&guard)?;
-                let io = &mut *guard;
-                let tls = io.tls.as_mut().expect("checked by check_writable");
+                let mut io = self.io.lock();
+                check_writable(&io)?;
                 let end = data.len().min(offset + WRITE_BATCH);
-                // One allocation for the batch's records, not a growing copy.
-                let records = (end - offset).div_ceil(MAX_FRAGMENT);
-                io.outgoing
-                    .reserve(end - offset + records * RECORD_OVERHEAD);
-                while offset < end {
-                    let n = tls
-                        .writer()
-                        .write(&data[offset..end])
-                        .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?;
-                    if n == 0 {
-                        return Err(Error::new(ErrorKind::Tls, "rustls accepted no plaintext"));
-                    }
-                    offset += n;
-                    while tls.wants_write() {
-                        let _ = tls.write_tls(&mut io.outgoing);
-                    }
-                }
+                io.encrypt(&data[offset..end])?;
+                offset = end;
                 std::mem::take(&mut io.outgoing)
             };
             self.send_bytes(&batch)?;
@@ -827,21 +814,20 @@ impl Connection {
 
     /// Sends close_notify and shuts down the write side; idempotent. Waits
     /// for writes in progress on other threads.
+    ///
+    /// In non-blocking mode it queues close_notify behind what is queued and
+    /// sends what the kernel takes now; `flush` sends the rest and then
+    /// shuts the write side down.
     pub fn disconnect_from_host(&self) -> Result<()> {
+        if !self.is_blocking() {
+            return self.disconnect_nonblocking();
+        }
         self.disconnect(self.send.lock())
     }
 
     fn disconnect(&self, send: MutexGuard<'_, ()>) -> Result<()> {
-        {
-            let mut io = self.io.lock();
-            if io.output_closed {
-                return Ok(());
-            }
-            if let Some(tls) = io.tls.as_mut() {
-                tls.send_close_notify();
-            }
-            io.collect_outgoing();
-            io.output_closed = true;
+        if !self.io.lock().queue_close_notify() {
+            return Ok(());
         }
         let flushed = self.flush_outgoing(send);
         let _ = self.stream.shutdown(Shutdown::Write);
@@ -899,21 +885,9 @@ impl Connection {
             return Ok(());
         }
         // std sends with MSG_NOSIGNAL, so a closed peer is an error, not SIGPIPE.
-        (&self.stream).write_all(bytes).map_err(|e| {
-            let mut io = self.io.lock();
-            io.output_closed = true;
-            let (error, kind) = match e.kind() {
-                io::ErrorKind::BrokenPipe
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted => {
-                    (SocketError::RemoteHostClosed, ErrorKind::Closed)
-                }
-                _ => (SocketError::Network, ErrorKind::Io),
-            };
-            let text = os_reason(&e);
-            io.fail(error, text.clone());
-            Error::new(kind, text)
-        })
+        (&self.stream)
+            .write_all(bytes)
+            .map_err(|e| self.io.lock().sending_failed(&e))
     }
 }
 
@@ -973,72 +947,5 @@ fn unmap(addr: SocketAddr) -> SocketAddr {
             None => addr,
         },
         v4 => v4,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::TcpListener;
-
-    fn socket_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        (client, server)
-    }
-
-    #[test]
-    fn the_inbox_keeps_a_buffer_only_while_it_holds_bytes() {
-        let (mut client, server) = socket_pair();
-        let mut inbox = Inbox::default();
-        assert_eq!(inbox.fill(&server, RecvFlags::DONTWAIT), Err(Errno::AGAIN));
-        assert_eq!(inbox.bytes.capacity(), 0, "an empty receive keeps a buffer");
-
-        client.write_all(b"0123456789").unwrap();
-        assert_eq!(inbox.fill(&server, RecvFlags::empty()), Ok(10));
-        assert!(
-            inbox.bytes.capacity() <= SMALL_RECEIVE_SIZE,
-            "a quiet connection got a large buffer"
-        );
-        assert_eq!(inbox.pending(), b"0123456789");
-        inbox.consume(4);
-        assert_eq!(inbox.pending(), b"456789");
-        inbox.consume(6);
-        assert!(inbox.is_empty());
-        assert_eq!(
-            inbox.bytes.capacity(),
-            0,
-            "a drained inbox keeps its buffer"
-        );
-
-        let writer = std::thread::spawn(move || {
-            client.write_all(&[7u8; 3 * RECEIVE_SIZE]).unwrap();
-            client
-        });
-        let (mut received, mut largest) = (0, 0);
-        while received < 3 * RECEIVE_SIZE {
-            let n = inbox.fill(&server, RecvFlags::empty()).unwrap();
-            largest = largest.max(inbox.bytes.capacity());
-            received += n;
-            inbox.consume(n);
-        }
-        assert!(
-            largest >= RECEIVE_SIZE,
-            "a stream is received in small pieces"
-        );
-        assert_eq!(
-            inbox.bytes.capacity(),
-            0,
-            "a drained inbox keeps its buffer"
-        );
-
-        drop(writer.join().unwrap());
-        assert_eq!(inbox.fill(&server, RecvFlags::empty()), Ok(0));
-        assert_eq!(
-            inbox.bytes.capacity(),
-            0,
-            "the end of the stream keeps a buffer"
-        );
     }
 }

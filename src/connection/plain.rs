@@ -105,7 +105,7 @@ impl Connection {
     }
 
     /// Takes note of what a receive into the inbox ended with.
-    fn plain_received(&self, received: rustix::io::Result<usize>) {
+    pub(super) fn plain_received(&self, received: rustix::io::Result<usize>) {
         match received {
             Ok(0) => {
                 let mut io = self.io.lock();

@@ -58,6 +58,9 @@ pub enum sslserver_result {
     SSLSERVER_ERROR_BUFFER_TOO_SMALL,
     /// An internal error (a bug in the library) was caught at the boundary.
     SSLSERVER_ERROR_PANIC,
+    /// A non-blocking socket (sslsocket_set_blocking) could do nothing
+    /// without waiting: poll its descriptor and call again.
+    SSLSERVER_ERROR_WOULD_BLOCK,
 }
 
 use sslserver_result::*;
@@ -115,6 +118,7 @@ impl From<Error> for Failure {
             ErrorKind::Timeout => SSLSERVER_ERROR_TIMEOUT,
             ErrorKind::Closed => SSLSERVER_ERROR_CLOSED,
             ErrorKind::Tls => SSLSERVER_ERROR_TLS,
+            ErrorKind::WouldBlock => SSLSERVER_ERROR_WOULD_BLOCK,
         };
         Failure::new(code, e.message())
     }
@@ -354,7 +358,7 @@ fn static_text(text: &'static str) -> *const c_char {
 /// Static text for a result code (e.g. "invalid argument"); never NULL.
 #[no_mangle]
 pub extern "C" fn sslserver_result_string(r: RawResult) -> *const c_char {
-    let all: [(sslserver_result, &str); 14] = [
+    let all: [(sslserver_result, &str); 15] = [
         (SSLSERVER_OK, "success\0"),
         (SSLSERVER_ERROR_INVALID_ARGUMENT, "invalid argument\0"),
         (
@@ -378,6 +382,10 @@ pub extern "C" fn sslserver_result_string(r: RawResult) -> *const c_char {
         (SSLSERVER_ERROR_TLS, "TLS protocol error\0"),
         (SSLSERVER_ERROR_BUFFER_TOO_SMALL, "buffer too small\0"),
         (SSLSERVER_ERROR_PANIC, "internal error (panic)\0"),
+        (
+            SSLSERVER_ERROR_WOULD_BLOCK,
+            "the operation would block (non-blocking socket)\0",
+        ),
     ];
     let text = all
         .iter()

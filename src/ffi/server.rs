@@ -256,6 +256,29 @@ pub extern "C" fn sslserver_has_pending_connections(server: *const Server) -> bo
     read_handle(server, false, Server::has_pending_connections)
 }
 
+/// A descriptor that is readable (POLLIN) while a handshaken connection is
+/// waiting in the queue, for an event loop: when it polls readable, call
+/// sslserver_next_pending_connection until it returns NULL. It stays
+/// readable while the queue is not empty and stops being readable when it
+/// empties (level-triggered; also correct when max_pending_connections is
+/// reached). The same descriptor serves the server's whole life, across
+/// listen and close; the server owns it and closes it in sslserver_free: do
+/// not read, write or close it. -1 for NULL or if no descriptor could be
+/// made (see sslserver_last_error_message).
+#[no_mangle]
+pub extern "C" fn sslserver_notification_descriptor(server: *mut Server) -> c_int {
+    let mut fd = -1;
+    let result = with_handle(server.cast_const(), "server", |s| {
+        fd = s.notification_descriptor()?;
+        Ok(())
+    });
+    if result == sslserver_result::SSLSERVER_OK {
+        fd
+    } else {
+        -1
+    }
+}
+
 /// Takes the oldest handshaken connection from the queue; NULL when it is
 /// empty. The caller owns the socket and frees it with sslsocket_free.
 /// Taking one frees a queue slot, so accepting resumes.

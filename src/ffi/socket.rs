@@ -64,6 +64,11 @@ pub extern "C" fn sslsocket_connect_encrypted(
 /// for `len` 0. In UNENCRYPTED mode it reads plain bytes, at most `len`:
 /// what it does not read is left for the next read or, after a start call,
 /// the handshake.
+/// Non-blocking (sslsocket_set_blocking): returns the bytes already
+/// decrypted, or what one receive that does not wait decrypts, and
+/// SSLSERVER_ERROR_WOULD_BLOCK when that is none, also when the socket was
+/// readable only for a record without data (a session ticket, a KeyUpdate).
+/// `*out_n = 0` with SSLSERVER_OK still means a clean close.
 #[no_mangle]
 pub extern "C" fn sslsocket_read(
     s: *mut Connection,
@@ -90,6 +95,13 @@ pub extern "C" fn sslsocket_read(
 /// Encrypts and writes all `len` bytes (in UNENCRYPTED mode: writes them as
 /// they are), blocking until the kernel has them; `*out_n` (may be NULL)
 /// receives `len`. May run while another thread reads.
+/// Non-blocking (sslsocket_set_blocking): encrypts as much of `buf` as fits
+/// under the socket's bound of queued ciphertext (256 KiB; at least one
+/// record when nothing is queued), sends what the kernel takes and queues
+/// the rest (see sslsocket_wants_write, sslsocket_flush). `*out_n` receives
+/// how many bytes of `buf` were taken, possibly fewer than `len`: pass the
+/// rest again later. SSLSERVER_ERROR_WOULD_BLOCK only when none was taken.
+/// In UNENCRYPTED mode nothing is queued: it takes what the kernel takes.
 #[no_mangle]
 pub extern "C" fn sslsocket_write(
     s: *mut Connection,
@@ -127,6 +139,9 @@ pub extern "C" fn sslsocket_wait_for_ready_read(s: *mut Connection, msecs: c_int
 /// Decrypted bytes (plain bytes in UNENCRYPTED mode) that sslsocket_read
 /// returns without blocking. Takes in
 /// what has arrived on the socket since the last call; never waits.
+/// An event loop calls it (or reads until SSLSERVER_ERROR_WOULD_BLOCK)
+/// before polling again: bytes already decrypted do not make the descriptor
+/// readable.
 #[no_mangle]
 pub extern "C" fn sslsocket_bytes_available(s: *const Connection) -> usize {
     read_handle(s, 0, Connection::bytes_available)
@@ -368,6 +383,9 @@ pub extern "C" fn sslsocket_continue_interrupted_handshake(s: *mut Connection) {
 
 /// Sends close_notify, flushes and closes the write side. Data the client
 /// still sends can be read until it closes. Calling it again does nothing.
+/// Non-blocking: queues close_notify behind what is queued and sends what
+/// the kernel takes; if sslsocket_wants_write is then true, sslsocket_flush
+/// sends the rest and closes the write side.
 #[no_mangle]
 pub extern "C" fn sslsocket_disconnect_from_host(s: *mut Connection) -> sslserver_result {
     with_handle(s, "s", |s| Ok(s.disconnect_from_host()?))
@@ -397,4 +415,38 @@ pub extern "C" fn sslsocket_free(s: *mut Connection) {
             s.release();
         }
     })
+}
+
+/// Blocking (`true`, the default: every call waits as documented) or
+/// non-blocking (`false`) reads, writes, flushes and disconnects: they
+/// return SSLSERVER_ERROR_WOULD_BLOCK instead of waiting, for an event loop
+/// that polls sslsocket_descriptor. Can be switched at any time, also on a
+/// live connection and in UNENCRYPTED mode; handshakes (and sslsocket_free's
+/// bounded flush) are unaffected. A non-blocking call never waits for
+/// another thread's blocking call on the same socket: it gets WOULD_BLOCK.
+#[no_mangle]
+pub extern "C" fn sslsocket_set_blocking(s: *mut Connection, blocking: bool) -> sslserver_result {
+    with_handle(s, "s", |s| {
+        s.set_blocking(blocking);
+        Ok(())
+    })
+}
+
+/// Whether encrypted bytes are queued, waiting for the kernel to take them
+/// (a non-blocking write or disconnect, or a reply to the peer): poll the
+/// descriptor for POLLOUT, then call sslsocket_flush. False for NULL.
+#[no_mangle]
+pub extern "C" fn sslsocket_wants_write(s: *const Connection) -> bool {
+    read_handle(s, false, Connection::wants_write)
+}
+
+/// Sends what is queued (see sslsocket_wants_write). Non-blocking:
+/// SSLSERVER_ERROR_WOULD_BLOCK if the kernel did not take all of it (poll
+/// for POLLOUT and call again); after sslsocket_disconnect_from_host, the
+/// write side is shut down once the close_notify has left. Blocking: waits
+/// until the kernel has it all. SSLSERVER_ERROR_CLOSED or _IO if the
+/// connection failed.
+#[no_mangle]
+pub extern "C" fn sslsocket_flush(s: *mut Connection) -> sslserver_result {
+    with_handle(s, "s", |s| Ok(s.flush()?))
 }
