@@ -138,3 +138,40 @@ fn measure_forged_record_cost() {
     client.wait_count(": ACK", 2);
     assert!(errors(&events).is_empty(), "{:#?}", errors(&events));
 }
+
+/// A client that reconnects from the same address and port (a device with
+/// a fixed source port, a reused NAT mapping): a replay of its previous
+/// session's ClientHello, cookie included, still within the cookie's
+/// lifetime, must not end or replace the session it has now.
+#[test]
+fn a_replayed_hello_of_an_earlier_session_ends_nothing() {
+    let (server, events) = server();
+    let relay = Relay::start(server.local_addr().unwrap());
+    let mut first = Client::start(relay.port, KEY_HEX, "alice");
+    first.wait_line("Cipher is");
+    // The first session's ClientHello with the cookie: no session id
+    // (byte 59), a cookie (its length at byte 60).
+    let hello = relay
+        .client_datagrams()
+        .into_iter()
+        .find(|d| handshake_type(d) == Some(1) && d.len() > 61 && d[59] == 0 && d[60] != 0)
+        .expect("the first session's ClientHello with its cookie");
+    first.close_input();
+    events.wait_for("PEER_CLOSED", |e| e.kind == DtlsEventKind::PeerClosed);
+
+    let mut second = Client::start(relay.port, KEY_HEX, "alice");
+    second.wait_line("Cipher is");
+    second.send_line("hello");
+    second.wait_count(": ACK", 1);
+
+    relay.inject(&hello);
+    // Sent after the replay from the same address: answered only if the
+    // replay left the session alone.
+    second.send_line("still there?");
+    second.wait_count(": ACK", 2);
+    assert!(errors(&events).is_empty(), "{:#?}", errors(&events));
+    assert_eq!(server.peer_count(), 1);
+    let stats = server.stats();
+    assert_eq!(stats.handshakes_started, 2, "{stats:?}");
+    assert!(stats.cookies_rejected >= 1, "{stats:?}");
+}
