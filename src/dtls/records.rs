@@ -47,9 +47,16 @@ impl Record<'_> {
 
     /// Whether a record of this kind and epoch can come from a genuine
     /// client of this server (which never renegotiates, so epochs are 0
-    /// and 1). Application data is never sent unencrypted.
+    /// and 1). Application data is never sent unencrypted, and the one
+    /// ChangeCipherSpec is sent in epoch 0: the engine takes one in epoch 1
+    /// (which it does not decrypt) for a change to epoch 2, after which it
+    /// drops every genuine record.
     pub(crate) fn plausible(&self) -> bool {
-        self.epoch <= 1 && !(self.epoch == 0 && self.content_type == APPLICATION_DATA)
+        match self.epoch {
+            0 => self.content_type != APPLICATION_DATA,
+            1 => self.content_type != CHANGE_CIPHER_SPEC,
+            _ => false,
+        }
     }
 }
 
@@ -126,11 +133,15 @@ mod tests {
     }
 
     #[test]
-    fn only_epochs_0_and_1_and_no_plaintext_data_are_plausible() {
+    fn only_epochs_0_and_1_no_plaintext_data_and_no_epoch_1_change_cipher_spec_are_plausible() {
         let data0 = record(APPLICATION_DATA, 0, &[1; 8]);
         let data2 = record(APPLICATION_DATA, 2, &[1; 8]);
         let data1 = record(APPLICATION_DATA, 1, &[1; 8]);
         let alert0 = record(ALERT, 0, &[2, 40]);
+        let ccs0 = record(CHANGE_CIPHER_SPEC, 0, &[1]);
+        let ccs1 = record(CHANGE_CIPHER_SPEC, 1, &[1]);
+        assert!(split(&ccs0)[0].plausible());
+        assert!(!split(&ccs1)[0].plausible());
         assert!(!split(&data0)[0].plausible());
         assert!(!split(&data2)[0].plausible());
         assert!(split(&data1)[0].plausible());

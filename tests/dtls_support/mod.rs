@@ -555,6 +555,9 @@ pub fn forged_datagrams() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("an epoch-1 alert with a bad tag", record(21, 1, 11, &junk)),
         ("an epoch-2 record", record(23, 2, 1, &junk)),
+        // The engine would take it for a change to epoch 2 and then drop
+        // every genuine epoch-1 record.
+        ("an epoch-1 ChangeCipherSpec", record(20, 1, 13, &[1])),
         (
             "a plaintext application-data record",
             record(23, 0, 40, b"hello"),
