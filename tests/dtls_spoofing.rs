@@ -100,6 +100,23 @@ fn a_lost_server_flight_is_retransmitted() {
     assert_eq!(server.stats().handshakes_completed, 1);
 }
 
+#[test]
+fn a_lost_last_server_flight_is_sent_again_when_the_client_repeats_its_own() {
+    // The server's ChangeCipherSpec and Finished are lost: the server has
+    // completed, the client has not and repeats its last flight (with its
+    // unencrypted ClientKeyExchange), which must still reach the engine.
+    let (server, events) = server();
+    let relay = Relay::start(server.local_addr().unwrap());
+    relay.drop_server_finished(1);
+    let mut client = Client::start(relay.port, KEY_HEX, "alice");
+    client.wait_line("Cipher is");
+    assert!(relay.dropped_all_server_finished());
+    client.send_line("after a repeated last flight");
+    client.wait_count(": ACK", 1);
+    assert!(errors(&events).is_empty(), "{:#?}", errors(&events));
+    assert_eq!(server.stats().handshakes_completed, 1);
+}
+
 /// A measurement, not run by default (`cargo test --release --test
 /// dtls_spoofing -- --ignored --nocapture`): how long the server takes per
 /// forged epoch-1 record on an established PSK session, where each one is

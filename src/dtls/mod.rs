@@ -20,6 +20,7 @@ mod cookie;
 mod engine;
 mod events;
 mod peers;
+mod record_check;
 mod records;
 mod server;
 mod session;

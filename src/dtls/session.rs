@@ -416,34 +416,40 @@ impl Session {
         };
         let budget = usize::try_from(self.common.handshake_budget.load(Ordering::Relaxed))
             .unwrap_or(usize::MAX);
-        if !peer.established {
-            if !peer.charge(datagram.len(), budget) {
-                bump(&self.counters.datagrams_dropped);
-                bump(&self.counters.peers_over_budget);
-                let mut event = DtlsEvent::error(
-                    Some(key),
-                    SocketError::SocketResource,
-                    format!(
-                        "{key}: sent more than {budget} bytes before completing its handshake; \
-                         dropped"
-                    ),
-                );
-                event.psk_identity = peer.identity.clone();
-                pending.push(event);
-                table.peers.remove(&key);
-                return;
-            }
-        } else {
-            // After the handshake only the client's repeated last flight is
-            // unencrypted; the budget bounds what the engine may buffer of
-            // it, and past it such datagrams are dropped, not the peer.
-            let epoch0 = cookie::first_record(datagram).is_some_and(|r| r.epoch == 0);
-            if epoch0 && !peer.charge(datagram.len(), budget) {
-                bump(&self.counters.datagrams_dropped);
-                return;
-            }
+        // Before the handshake completes every byte counts.
+        if !peer.established && !peer.charge(datagram.len(), budget) {
+            bump(&self.counters.datagrams_dropped);
+            bump(&self.counters.peers_over_budget);
+            let mut event = DtlsEvent::error(
+                Some(key),
+                SocketError::SocketResource,
+                format!(
+                    "{key}: sent more than {budget} bytes before completing its handshake; \
+                     dropped"
+                ),
+            );
+            event.psk_identity = peer.identity.clone();
+            pending.push(event);
+            table.peers.remove(&key);
+            return;
         }
-        let step = peer.engine.read(now, datagram);
+        let established = peer.established;
+        let used = &mut peer.unauthenticated_bytes;
+        // After the handshake only the client's repeated last flight is
+        // unencrypted: each such record the engine may see is charged, so
+        // the budget bounds what it can buffer of them, and past it they
+        // are dropped, not the peer.
+        let mut charge = |len: usize| {
+            if !established {
+                return true;
+            }
+            if *used + len > budget {
+                return false;
+            }
+            *used += len;
+            true
+        };
+        let step = peer.engine.read(now, datagram, &mut charge);
         self.apply(table, key, step, now, pending);
     }
 
