@@ -192,3 +192,31 @@ fn a_replayed_hello_of_an_earlier_session_ends_nothing() {
     assert_eq!(stats.handshakes_started, 2, "{stats:?}");
     assert!(stats.cookies_rejected >= 1, "{stats:?}");
 }
+
+/// A client that restarts on the same address and port without closing
+/// (a crashed device) gets a new session, which replaces the old one once
+/// its handshake has started.
+#[test]
+fn a_client_restarting_on_the_same_port_replaces_its_session() {
+    let (server, events) = server();
+    let relay = Relay::start(server.local_addr().unwrap());
+    let mut first = Client::start(relay.port, KEY_HEX, "alice");
+    first.wait_line("Cipher is");
+    first.send_line("first");
+    first.wait_count(": ACK", 1);
+    drop(first); // killed: no close_notify
+
+    let mut second = Client::start(relay.port, KEY_HEX, "alice");
+    second.wait_line("Cipher is");
+    second.send_line("second");
+    second.wait_count(": ACK", 1);
+    let replaced = events.wait_for("the old session replaced", |e| {
+        e.kind == DtlsEventKind::Error && e.description.contains("started a new session")
+    });
+    assert_eq!(
+        replaced.socket_error,
+        sslserver::SocketError::RemoteHostClosed
+    );
+    assert_eq!(server.peer_count(), 1);
+    assert_eq!(server.stats().handshakes_completed, 2);
+}

@@ -15,6 +15,9 @@ pub(crate) struct Peer {
     /// The random of the ClientHello that created the session, to tell a
     /// retransmitted ClientHello from a client that restarted.
     pub client_random: Vec<u8>,
+    /// When the peer's session began: its handshake, then its completion.
+    /// Only a cookie made after it can start a new session on this address.
+    pub since: Instant,
     /// The handshake must complete by then (`None`: no limit).
     pub handshake_deadline: Option<Instant>,
     /// Last authenticated datagram from the peer (or handshake completion).
@@ -60,6 +63,10 @@ pub(crate) struct PeerTable {
 impl PeerTable {
     pub(crate) fn len(&self) -> usize {
         self.peers.len()
+    }
+
+    pub(crate) fn get(&self, key: &SocketAddr) -> Option<&Peer> {
+        self.peers.get(key)
     }
 
     pub(crate) fn get_mut(&mut self, key: &SocketAddr) -> Option<&mut Peer> {

@@ -268,7 +268,7 @@ impl Session {
                     // A first ClientHello from a known address (the client
                     // restarted on the same port): answered statelessly.
                     Some(hello) if hello.cookie().is_empty() => {
-                        self.hello_verify(&table.jar, from, key, hello);
+                        self.hello_verify(&table.jar, from, key, hello, now);
                     }
                     _ => self.feed(table, key, datagram, now, &mut pending),
                 }
@@ -291,8 +291,9 @@ impl Session {
         from: SocketAddr,
         key: SocketAddr,
         hello: &ClientHello<'_>,
+        now: Instant,
     ) {
-        let cookie = jar.cookie(key, hello);
+        let cookie = jar.cookie(key, hello, now);
         bump(&self.counters.hello_verify_requests);
         self.send(
             from,
@@ -301,7 +302,10 @@ impl Session {
     }
 
     /// A ClientHello from an address without a session (or from a known
-    /// peer that starts over with a new random).
+    /// peer that starts over with a new random). Every check comes before
+    /// anything is removed: a known address's session is replaced only by a
+    /// handshake that has started (RFC 6347 4.2.8), and only with a cookie
+    /// made after that session began.
     #[allow(clippy::too_many_arguments)]
     fn on_hello(
         &self,
@@ -313,11 +317,23 @@ impl Session {
         now: Instant,
         pending: &mut Pending,
     ) {
-        if hello.cookie().is_empty() || !table.jar.verify(key, hello) {
+        let issued = match hello.cookie() {
+            [] => None,
+            _ => table.jar.verify(key, hello),
+        };
+        let Some(issued) = issued else {
             if !hello.cookie().is_empty() {
                 bump(&self.counters.cookies_rejected);
             }
-            self.hello_verify(&table.jar, from, key, hello);
+            self.hello_verify(&table.jar, from, key, hello, now);
+            return;
+        };
+        let old = table.peers.get(&key);
+        if old.is_some_and(|old| issued <= table.jar.time(old.since)) {
+            // Only a replay of an earlier session's ClientHello carries a
+            // cookie made before this session began; the client itself is
+            // past its handshake and ignores a HelloVerifyRequest.
+            bump(&self.counters.cookies_rejected);
             return;
         }
         if hello.record_sequence == 0 || hello.message_sequence == 0 {
@@ -328,16 +344,15 @@ impl Session {
             bump(&self.counters.datagrams_dropped);
             return;
         }
-        if let Some(old) = table.peers.remove(&key) {
-            pending.push(DtlsEvent::error(
-                Some(key),
-                SocketError::RemoteHostClosed,
-                format!("{key}: the peer started a new session; the old one is discarded"),
-            ));
-            drop(old);
-        }
+        let replacing = usize::from(old.is_some());
+        let replacing_handshake = usize::from(old.is_some_and(|old| !old.established));
+        let goes_on = if replacing == 1 {
+            " (its current session goes on)"
+        } else {
+            ""
+        };
         let max = usize::try_from(self.common.max_peers.load(Ordering::Relaxed)).unwrap_or(1);
-        if table.peers.len() >= max {
+        if table.peers.len() - replacing >= max {
             bump(&self.counters.datagrams_dropped);
             pending.push(DtlsEvent::error(
                 Some(key),
@@ -352,13 +367,14 @@ impl Session {
                 .load(Ordering::Relaxed),
         )
         .unwrap_or(1);
-        if table.peers.handshaking_from(key.ip()) >= per_address {
+        if table.peers.handshaking_from(key.ip()) - replacing_handshake >= per_address {
             bump(&self.counters.handshakes_refused_per_address);
             pending.push(DtlsEvent::error(
                 Some(key),
                 SocketError::SocketResource,
                 format!(
-                    "{key}: {} already has {per_address} handshakes in progress, handshake refused",
+                    "{key}: {} already has {per_address} handshakes in progress, handshake \
+                     refused{goes_on}",
                     key.ip()
                 ),
             ));
@@ -373,11 +389,18 @@ impl Session {
                 pending.push(DtlsEvent::error(
                     Some(key),
                     SocketError::SslHandshakeFailed,
-                    format!("{key}: handshake failed: {reason}"),
+                    format!("{key}: handshake failed: {reason}{goes_on}"),
                 ));
                 return;
             }
         };
+        if table.peers.remove(&key).is_some() {
+            pending.push(DtlsEvent::error(
+                Some(key),
+                SocketError::RemoteHostClosed,
+                format!("{key}: the peer started a new session; the old one is discarded"),
+            ));
+        }
         pending.push(DtlsEvent::new(
             DtlsEventKind::HandshakeStarted,
             Some(key),
@@ -390,6 +413,7 @@ impl Session {
             established: false,
             client_random: hello.random().to_vec(),
             handshake_deadline: ms(handshake_timeout).map(|t| now + t),
+            since: now,
             last_activity: now,
             idle_timeout: None,
             unauthenticated_bytes: datagram.len(),
@@ -475,6 +499,7 @@ impl Session {
             match output {
                 Output::HandshakeComplete => {
                     peer.established = true;
+                    peer.since = now;
                     peer.last_activity = now;
                     peer.identity = peer.engine.identity();
                     peer.idle_timeout = ms(self.common.idle_timeout_ms.load(Ordering::Relaxed));
