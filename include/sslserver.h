@@ -58,6 +58,10 @@ enum sslsocket_mode {
 // The DTLS server's default bound on handshaking peers per IP address.
 #define DTLSSERVER_DEFAULT_MAX_HANDSHAKES_PER_ADDRESS 32
 
+// The DTLS server's default bound on all peers (handshaking or
+// established) per IP address.
+#define DTLSSERVER_DEFAULT_MAX_PEERS_PER_ADDRESS 64
+
 // The largest plaintext one datagram may carry (one DTLS record).
 #define DTLSSERVER_MAX_DATAGRAM_PAYLOAD 16384
 
@@ -187,9 +191,13 @@ typedef enum dtlsserver_event_kind {
   // (reported at the handshake deadline), no shared cipher suite), a
   // handshake deadline or idle timeout (SOCKET_TIMEOUT), a full peer
   // table, a peer over its handshake budget or an address at its
-  // handshake bound (SOCKET_RESOURCE), a fatal alert after the handshake
-  // (SSL_INTERNAL). Datagrams that do not authenticate never cause one:
-  // they are dropped silently.
+  // handshake or peer bound (SOCKET_RESOURCE), a fatal alert after the
+  // handshake (SSL_INTERNAL), a new session from the same address and
+  // port replacing the old one (REMOTE_HOST_CLOSED). One exception: when
+  // a new handshake from an address and port that has a session is
+  // refused, that session goes on, and the description ends with "(its
+  // current session goes on)". Datagrams that do not authenticate never
+  // cause one: they are dropped silently.
   DTLSSERVER_EVENT_ERROR = 4,
 } dtlsserver_event_kind;
 
@@ -660,6 +668,19 @@ enum sslserver_result dtlsserver_set_max_handshakes_per_address(struct dtlsserve
 
 // The per-address handshake bound; 0 for NULL.
 int dtlsserver_max_handshakes_per_address(const struct dtlsserver *server);
+
+// Bounds all peers from one IP address, handshaking or established
+// (default DTLSSERVER_DEFAULT_MAX_PEERS_PER_ADDRESS = 64, at least 1). With
+// a certificate, clients need no key, so without this bound one host could
+// complete handshakes from many source ports until the peer table is full.
+// A client whose cookie checks out while its address is at the bound is
+// dropped with an ERROR event (SOCKET_RESOURCE). Raise it when many genuine
+// clients share one address (a NAT). Applies to handshakes started
+// afterwards; peers already in the table stay.
+enum sslserver_result dtlsserver_set_max_peers_per_address(struct dtlsserver *server, int n);
+
+// The per-address peer bound; 0 for NULL.
+int dtlsserver_max_peers_per_address(const struct dtlsserver *server);
 
 // Serves certificate suites (ECDHE-ECDSA or ECDHE-RSA with AES-GCM or
 // ChaCha20-Poly1305, as the key allows) with the certificate chain and

@@ -390,6 +390,11 @@ fn settings_and_errors() {
     assert!(server.set_max_handshakes_per_address(0).is_err());
     server.set_max_handshakes_per_address(2).unwrap();
     assert_eq!(server.max_handshakes_per_address(), 2);
+    assert_eq!(server.max_peers_per_address(), 64);
+    assert!(server.set_max_peers_per_address(0).is_err());
+    assert_eq!(server.max_peers_per_address(), 64);
+    server.set_max_peers_per_address(5).unwrap();
+    assert_eq!(server.max_peers_per_address(), 5);
     server.set_psk_callback(Some(Arc::new(key_for)));
     assert!(server.listen(Some("not an address"), 0).is_err());
     server.listen(Some("127.0.0.1"), 0).unwrap();

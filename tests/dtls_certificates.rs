@@ -190,6 +190,11 @@ fn c_api_set_config() {
         SSLSERVER_ERROR_INVALID_ARGUMENT
     );
     assert_eq!(dtlsserver_max_handshakes_per_address(std::ptr::null()), 0);
+    assert_eq!(
+        dtlsserver_set_max_peers_per_address(std::ptr::null_mut(), 4),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(dtlsserver_max_peers_per_address(std::ptr::null()), 0);
     let cfg = sslconfig_new();
     let names = [c"localhost".as_ptr()];
     assert_eq!(
@@ -214,6 +219,19 @@ fn c_api_set_config() {
         SSLSERVER_OK
     );
     assert_eq!(dtlsserver_max_handshakes_per_address(server), 4);
+    assert_eq!(
+        dtlsserver_max_peers_per_address(server),
+        sslserver::dtls::DTLSSERVER_DEFAULT_MAX_PEERS_PER_ADDRESS
+    );
+    assert_eq!(
+        dtlsserver_set_max_peers_per_address(server, 0),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        dtlsserver_set_max_peers_per_address(server, 8),
+        SSLSERVER_OK
+    );
+    assert_eq!(dtlsserver_max_peers_per_address(server), 8);
     // No PSK callback needed with a certificate.
     let address = CString::new("127.0.0.1").unwrap();
     assert_eq!(dtlsserver_listen(server, address.as_ptr(), 0), SSLSERVER_OK);

@@ -114,6 +114,9 @@ pub struct DtlsStats {
     /// Verified ClientHellos refused because their address had the maximum
     /// number of handshakes in progress.
     pub handshakes_refused_per_address: u64,
+    /// Verified ClientHellos refused because their address had the maximum
+    /// number of peers.
+    pub peers_refused_per_address: u64,
 }
 
 #[derive(Default)]
@@ -127,6 +130,7 @@ pub(super) struct Counters {
     pub(super) records_dropped: AtomicU64,
     pub(super) peers_over_budget: AtomicU64,
     pub(super) handshakes_refused_per_address: AtomicU64,
+    pub(super) peers_refused_per_address: AtomicU64,
 }
 
 pub(super) fn bump(counter: &AtomicU64) {

@@ -95,6 +95,11 @@ impl PeerTable {
             .count()
     }
 
+    /// Peers from `ip`, handshaking or established.
+    pub(crate) fn all_from(&self, ip: IpAddr) -> usize {
+        self.peers.keys().filter(|key| key.ip() == ip).count()
+    }
+
     pub(crate) fn keys(&self) -> Vec<SocketAddr> {
         self.peers.keys().copied().collect()
     }

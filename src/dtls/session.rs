@@ -380,6 +380,21 @@ impl Session {
             ));
             return;
         }
+        let peers_per_address =
+            usize::try_from(self.common.max_peers_per_address.load(Ordering::Relaxed)).unwrap_or(1);
+        if table.peers.all_from(key.ip()) - replacing >= peers_per_address {
+            bump(&self.counters.peers_refused_per_address);
+            pending.push(DtlsEvent::error(
+                Some(key),
+                SocketError::SocketResource,
+                format!(
+                    "{key}: {} already has {peers_per_address} peers, handshake \
+                     refused{goes_on}",
+                    key.ip()
+                ),
+            ));
+            return;
+        }
         let config = self.engine.lock().clone();
         let started = PeerEngine::start(&config, self.local, from, hello, datagram, now);
         let (engine, step) = match started {
