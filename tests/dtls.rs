@@ -455,6 +455,26 @@ unsafe extern "C" fn c_event(event: *const dtlsserver_event, userdata: *mut c_vo
     } else {
         unsafe { std::slice::from_raw_parts(event.data, event.data_len) }.to_vec()
     };
+    let cipher_suite = unsafe { CStr::from_ptr(event.cipher_suite) }
+        .to_str()
+        .unwrap();
+    if event.kind == dtlsserver_event_kind::DTLSSERVER_EVENT_HANDSHAKE_STARTED {
+        assert_eq!(
+            event.authentication,
+            dtlsserver_authentication::DTLSSERVER_AUTHENTICATION_NONE
+        );
+        assert_eq!(cipher_suite, "");
+    }
+    if event.kind == dtlsserver_event_kind::DTLSSERVER_EVENT_HANDSHAKE_COMPLETE
+        || event.kind == dtlsserver_event_kind::DTLSSERVER_EVENT_DATAGRAM_RECEIVED
+    {
+        // This server has no certificate: every session is a PSK session.
+        assert_eq!(
+            event.authentication,
+            dtlsserver_authentication::DTLSSERVER_AUTHENTICATION_PSK
+        );
+        assert_eq!(cipher_suite, "TLS_PSK_WITH_AES_128_GCM_SHA256");
+    }
     if event.kind == dtlsserver_event_kind::DTLSSERVER_EVENT_DATAGRAM_RECEIVED {
         let reply = format!("to {address}:{}: ACK", event.peer_port);
         let r = dtlsserver_write(

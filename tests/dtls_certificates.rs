@@ -9,7 +9,7 @@ use std::ffi::{CStr, CString};
 use std::process::Command;
 
 use dtls_support::*;
-use sslserver::dtls::DtlsEventKind;
+use sslserver::dtls::{DtlsAuthentication, DtlsEventKind};
 use sslserver::ffi::config::*;
 use sslserver::ffi::dtls::*;
 use sslserver::ffi::sslserver_result;
@@ -59,8 +59,11 @@ fn serves_certificate_only(config: TlsConfig, cipher: &str) {
         e.kind == DtlsEventKind::HandshakeComplete
     });
     assert!(complete.psk_identity.is_empty());
+    assert_eq!(complete.authentication, DtlsAuthentication::Certificate);
     assert!(
-        complete.description.contains("(certificate, TLS_ECDHE_"),
+        complete
+            .description
+            .contains("(certificate, anonymous client, TLS_ECDHE_"),
         "{complete:?}"
     );
     client.send_line("over a certificate session");
@@ -120,6 +123,42 @@ fn certificate_beside_psk() {
     psk.wait_line(": ACK");
     certificate.wait_line(": ACK");
     assert_eq!(server.stats().handshakes_completed, 2);
+    // A PSK client with an empty identity: its events tell it from the
+    // anonymous certificate client, whose identity is empty too.
+    let mut empty = psk_only("");
+    empty.wait_line("Cipher is PSK-AES128-GCM-SHA256");
+    empty.send_line("empty identity");
+    empty.wait_line(": ACK");
+    let received = |text: &str| {
+        events.wait_for(text, |e| {
+            e.kind == DtlsEventKind::DatagramReceived && e.data == format!("{text}\n").as_bytes()
+        })
+    };
+    let by_psk = received("empty identity");
+    assert_eq!(by_psk.authentication, DtlsAuthentication::Psk);
+    assert_eq!(by_psk.psk_identity, b"");
+    assert_eq!(by_psk.cipher_suite, "TLS_PSK_WITH_AES_128_GCM_SHA256");
+    let anonymous = received("certificate");
+    assert_eq!(anonymous.authentication, DtlsAuthentication::Certificate);
+    assert_eq!(anonymous.psk_identity, b"");
+    assert!(
+        anonymous.cipher_suite.starts_with("TLS_ECDHE_ECDSA_WITH_"),
+        "{anonymous:?}"
+    );
+    assert_eq!(received("psk").psk_identity, b"alice");
+    let completed: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter(|e| e.kind == DtlsEventKind::HandshakeComplete)
+        .map(|e| (e.authentication, e.description))
+        .collect();
+    assert!(
+        completed
+            .iter()
+            .any(|(a, d)| *a == DtlsAuthentication::Certificate
+                && d.contains("certificate, anonymous client")),
+        "{completed:#?}"
+    );
     // Wrong identity, with certificates on: still unknown_psk_identity.
     let mut mallory = psk_only("mallory");
     assert!(!mallory.wait_exit().success());

@@ -40,6 +40,7 @@ use rustls::sign::CertifiedKey;
 use super::alerts::{explain_alert, plaintext_alert, rewrite_alert, take_alert};
 use super::certificate;
 use super::cookie::{self, ClientHello, COOKIE_LEN, SECRET_LEN};
+use super::events::DtlsAuthentication;
 use super::record_check::{sealed_overhead, RecordCheck};
 use super::records;
 use crate::error::{Error, ErrorKind, Result};
@@ -606,6 +607,16 @@ impl PeerEngine {
             .get_connection_state(self.remote)
             .map(|state| state.identity_hint.clone())
             .unwrap_or_default()
+    }
+
+    /// How the session was authenticated: by a PSK suite or a certificate
+    /// suite (`None` before a suite is negotiated).
+    pub(crate) fn authentication(&self) -> DtlsAuthentication {
+        match self.endpoint.get_connection_state(self.remote) {
+            Some(state) if state.is_cipher_suite_psk() => DtlsAuthentication::Psk,
+            Some(state) if state.cipher_suite().is_some() => DtlsAuthentication::Certificate,
+            _ => DtlsAuthentication::None,
+        }
     }
 
     /// The negotiated cipher suite's IANA name, once known.

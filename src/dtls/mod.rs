@@ -26,7 +26,7 @@ mod server;
 mod session;
 
 pub use engine::PskCallback;
-pub use events::{DtlsCallback, DtlsEvent, DtlsEventKind, DtlsStats};
+pub use events::{DtlsAuthentication, DtlsCallback, DtlsEvent, DtlsEventKind, DtlsStats};
 pub use server::DtlsServer;
 pub use server::{
     DTLSSERVER_DEFAULT_COOKIE_LIFETIME_MS, DTLSSERVER_DEFAULT_HANDSHAKE_BUDGET,

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::engine::PeerEngine;
+use super::events::{DtlsAuthentication, DtlsEvent};
 
 pub(crate) struct Peer {
     /// The address as the socket reports it (what replies go to).
@@ -27,6 +28,9 @@ pub(crate) struct Peer {
     /// handshake completed, and epoch-0 bytes after.
     pub unauthenticated_bytes: usize,
     pub identity: Vec<u8>,
+    /// Set when the handshake completes.
+    pub authentication: DtlsAuthentication,
+    pub cipher_suite: String,
 }
 
 impl Peer {
@@ -41,6 +45,13 @@ impl Peer {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Adds what is known of the peer's session to an event about it.
+    pub(crate) fn stamp(&self, event: &mut DtlsEvent) {
+        event.psk_identity = self.identity.clone();
+        event.authentication = self.authentication;
+        event.cipher_suite = self.cipher_suite.clone();
     }
 
     /// Counts `len` more unauthenticated bytes; false if that goes over

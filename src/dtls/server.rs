@@ -156,6 +156,11 @@ impl DtlsServer {
     /// when a PSK callback is set, instead of them otherwise. The rest of
     /// the configuration does not apply to DTLS (no client certificates are
     /// requested). Applies to handshakes started afterwards.
+    ///
+    /// A certificate admits anonymous clients: anyone can complete such a
+    /// handshake, whatever the PSK callback refuses. Their events carry
+    /// [`DtlsAuthentication::Certificate`](super::DtlsAuthentication) and an
+    /// empty identity; tell them apart by that, never by the identity.
     pub fn set_config(&self, config: &TlsConfig) -> Result<()> {
         let certified = config.certified_key().ok_or_else(|| {
             Error::invalid_argument(

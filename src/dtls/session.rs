@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 
 use super::cookie::{self, ClientHello, CookieJar};
 use super::engine::{self, EngineConfig, Output, PeerEngine, Step};
-use super::events::{bump, Counters, DtlsEvent, DtlsEventKind};
+use super::events::{bump, Counters, DtlsAuthentication, DtlsEvent, DtlsEventKind};
 use super::peers::{canonical, Peer, PeerTable};
 use super::server::{ms, Common};
 use crate::error::{os_reason, Error, ErrorKind, Result};
@@ -433,6 +433,8 @@ impl Session {
             idle_timeout: None,
             unauthenticated_bytes: datagram.len(),
             identity: Vec::new(),
+            authentication: DtlsAuthentication::None,
+            cipher_suite: String::new(),
         };
         if !table.peers.insert(key, peer, max) {
             return;
@@ -467,7 +469,7 @@ impl Session {
                      dropped"
                 ),
             );
-            event.psk_identity = peer.identity.clone();
+            peer.stamp(&mut event);
             pending.push(event);
             table.peers.remove(&key);
             return;
@@ -519,24 +521,22 @@ impl Session {
                     peer.identity = peer.engine.identity();
                     peer.idle_timeout = ms(self.common.idle_timeout_ms.load(Ordering::Relaxed));
                     bump(&self.counters.handshakes_completed);
-                    let cipher = peer
-                        .engine
-                        .cipher()
-                        .unwrap_or_else(|| "unknown cipher".into());
-                    let how = if peer.identity.is_empty() && !cipher.contains("PSK") {
-                        format!("certificate, {cipher}")
-                    } else {
-                        format!(
-                            "identity \"{}\", {cipher}",
+                    peer.authentication = peer.engine.authentication();
+                    peer.cipher_suite = peer.engine.cipher().unwrap_or_default();
+                    let cipher = &peer.cipher_suite;
+                    let how = match peer.authentication {
+                        DtlsAuthentication::Psk => format!(
+                            "PSK, identity \"{}\", {cipher}",
                             engine::printable(&peer.identity)
-                        )
+                        ),
+                        _ => format!("certificate, anonymous client, {cipher}"),
                     };
                     let mut event = DtlsEvent::new(
                         DtlsEventKind::HandshakeComplete,
                         Some(key),
                         format!("{key}: successfully completed a handshake ({how})"),
                     );
-                    event.psk_identity = peer.identity.clone();
+                    peer.stamp(&mut event);
                     pending.push(event);
                 }
                 Output::Data(data) => {
@@ -547,7 +547,7 @@ impl Session {
                         format!("{key}: received a datagram of {} bytes", data.len()),
                     );
                     event.data = data;
-                    event.psk_identity = peer.identity.clone();
+                    peer.stamp(&mut event);
                     pending.push(event);
                 }
                 Output::PeerClosed => {
@@ -556,7 +556,7 @@ impl Session {
                         Some(key),
                         format!("{key}: the remote host closed the connection"),
                     );
-                    event.psk_identity = peer.identity.clone();
+                    peer.stamp(&mut event);
                     pending.push(event);
                     table.peers.remove(&key);
                     self.sync_count(table);
@@ -577,7 +577,7 @@ impl Session {
                 )
             };
             let mut event = DtlsEvent::error(Some(key), error, text);
-            event.psk_identity = peer.identity.clone();
+            peer.stamp(&mut event);
             pending.push(event);
             table.peers.remove(&key);
             self.sync_count(table);
@@ -619,7 +619,7 @@ impl Session {
                             format!("{key}: the handshake timed out"),
                         ),
                     };
-                    event.psk_identity = peer.identity.clone();
+                    peer.stamp(&mut event);
                     pending.push(event);
                     table.peers.remove(&key);
                     continue;
@@ -640,7 +640,7 @@ impl Session {
                             idle.as_millis()
                         ),
                     );
-                    event.psk_identity = peer.identity.clone();
+                    peer.stamp(&mut event);
                     pending.push(event);
                     table.peers.remove(&key);
                     continue;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{call_or, copy_out, read_handle, text, with_handle, Failure};
 use super::{sslserver_result, static_text};
-use crate::dtls::{DtlsEvent, DtlsEventKind, DtlsServer};
+use crate::dtls::{DtlsAuthentication, DtlsEvent, DtlsEventKind, DtlsServer};
 use crate::types::SocketError;
 
 /// The largest key a PSK callback can return, in bytes (the size of the
@@ -23,9 +23,10 @@ pub enum dtlsserver_event_kind {
     /// HelloVerifyRequest round trip is done): the peer now has a session
     /// and its handshake runs ("verified, starting a handshake").
     DTLSSERVER_EVENT_HANDSHAKE_STARTED = 0,
-    /// The handshake completed; psk_identity is the client's identity (empty
-    /// for a certificate suite). From now on dtlsserver_write may send to the
-    /// peer.
+    /// The handshake completed; authentication says whether by PSK (then
+    /// psk_identity is the client's identity, possibly empty) or by the
+    /// server's certificate (an anonymous client; psk_identity empty). From
+    /// now on dtlsserver_write may send to the peer.
     DTLSSERVER_EVENT_HANDSHAKE_COMPLETE = 1,
     /// A datagram from the peer was decrypted; data/data_len is the plaintext.
     DTLSSERVER_EVENT_DATAGRAM_RECEIVED = 2,
@@ -63,6 +64,34 @@ impl From<DtlsEventKind> for dtlsserver_event_kind {
     }
 }
 
+/// How a peer's session was authenticated (dtlsserver_event.authentication).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum dtlsserver_authentication {
+    /// The handshake has not completed, or the event concerns no peer.
+    DTLSSERVER_AUTHENTICATION_NONE = 0,
+    /// A PSK suite: the client proved it holds the key the PSK callback
+    /// returned for psk_identity (which may be empty).
+    DTLSSERVER_AUTHENTICATION_PSK = 1,
+    /// A certificate suite: only the server proved who it is. The client is
+    /// anonymous (no client certificate is requested): anyone can complete
+    /// such a handshake. Check this before trusting psk_identity: a PSK
+    /// client with an empty identity and a certificate client otherwise
+    /// look alike.
+    DTLSSERVER_AUTHENTICATION_CERTIFICATE = 2,
+}
+
+impl From<DtlsAuthentication> for dtlsserver_authentication {
+    fn from(authentication: DtlsAuthentication) -> Self {
+        use dtlsserver_authentication::*;
+        match authentication {
+            DtlsAuthentication::None => DTLSSERVER_AUTHENTICATION_NONE,
+            DtlsAuthentication::Psk => DTLSSERVER_AUTHENTICATION_PSK,
+            DtlsAuthentication::Certificate => DTLSSERVER_AUTHENTICATION_CERTIFICATE,
+        }
+    }
+}
+
 /// A DTLS server event; it and everything it points to are valid during the
 /// callback only.
 #[repr(C)]
@@ -85,6 +114,13 @@ pub struct dtlsserver_event {
     /// Human-readable text for the event, never NULL, e.g.
     /// "127.0.0.1:5000: successfully completed a handshake (...)".
     pub description: *const c_char,
+    /// How the peer's session was authenticated, from HANDSHAKE_COMPLETE on
+    /// (on every later event about that peer); NONE before.
+    pub authentication: dtlsserver_authentication,
+    /// The negotiated cipher suite's IANA name, e.g.
+    /// "TLS_PSK_WITH_AES_128_GCM_SHA256", from HANDSHAKE_COMPLETE on; ""
+    /// before. Never NULL.
+    pub cipher_suite: *const c_char,
 }
 
 /// An event callback.
@@ -140,6 +176,7 @@ impl CFunction<EventFn> {
     fn deliver(&self, event: &DtlsEvent) {
         let address = c_string(&event.peer.map_or(String::new(), |p| p.ip().to_string()));
         let description = c_string(&event.description);
+        let cipher_suite = c_string(&event.cipher_suite);
         let c_event = dtlsserver_event {
             kind: event.kind.into(),
             peer_address: address.as_ptr(),
@@ -150,6 +187,8 @@ impl CFunction<EventFn> {
             psk_identity_len: event.psk_identity.len(),
             socket_error: event.socket_error,
             description: description.as_ptr(),
+            authentication: event.authentication.into(),
+            cipher_suite: cipher_suite.as_ptr(),
         };
         // SAFETY: `function` is the application's callback; the event and
         // the strings and buffers it points to outlive the call.
@@ -391,6 +430,11 @@ pub extern "C" fn dtlsserver_max_peers_per_address(server: *const DtlsServer) ->
 /// callback set, clients may use either; without one, certificates only
 /// (dtlsserver_listen then needs no PSK callback). The rest of the
 /// sslconfig does not apply to DTLS: no client certificate is requested.
+/// Warning: a certificate admits anonymous clients. Anyone can complete a
+/// certificate handshake, also beside a PSK callback that refuses unknown
+/// identities; such sessions have authentication
+/// DTLSSERVER_AUTHENTICATION_CERTIFICATE and an empty psk_identity in their
+/// events, so tell them apart by authentication, never by the identity.
 /// SSLSERVER_ERROR_INVALID_ARGUMENT when `cfg` has no certificate and key.
 /// Applies to handshakes started afterwards.
 #[no_mangle]
