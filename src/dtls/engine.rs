@@ -395,8 +395,9 @@ impl PeerEngine {
         let excess = framed.len().saturating_sub(MAX_RECORDS_PER_DATAGRAM);
         step.dropped += excess as u64;
         let mut kept = Vec::new();
+        let mut forged = false;
         for record in framed.into_iter().take(MAX_RECORDS_PER_DATAGRAM) {
-            match self.admit(&record, charge) {
+            match self.admit(&record, charge, &mut forged) {
                 Ok(true) => kept.push(record),
                 Ok(false) => step.dropped += 1,
                 Err(reason) => {
@@ -432,11 +433,16 @@ impl PeerEngine {
     /// of the client's last flight within the budget, and an encrypted one
     /// must decrypt (tried on the record check, for a PSK session; the
     /// engine drops a certificate session's undecryptable records itself).
-    /// An error (the check cannot be rebuilt) ends the session.
+    /// Once a record of the datagram failed the check (`forged`), the
+    /// datagram is a forgery: a genuine one arrives whole or not at all, so
+    /// its other encrypted records are dropped unread and a datagram costs
+    /// at most one failed decryption. An error (the check cannot be rebuilt)
+    /// ends the session.
     fn admit(
         &mut self,
         record: &records::Record<'_>,
         charge: &mut dyn FnMut(usize) -> bool,
+        forged: &mut bool,
     ) -> std::result::Result<bool, String> {
         if !record.plausible() {
             return Ok(false);
@@ -449,15 +455,17 @@ impl PeerEngine {
                 && records::fragments_within(record.body(), self.last_client_message_seq)
                 && charge(record.bytes.len()));
         }
-        if record.body().len() < self.min_sealed_body {
+        if *forged || record.body().len() < self.min_sealed_body {
             return Ok(false);
         }
-        match &mut self.check {
-            Some(check) => check
-                .decrypts(record)
-                .map_err(|e| format!("cannot check the peer's records any more: {e}")),
-            None => Ok(true),
-        }
+        let Some(check) = &mut self.check else {
+            return Ok(true);
+        };
+        let decrypts = check
+            .decrypts(record)
+            .map_err(|e| format!("cannot check the peer's records any more: {e}"))?;
+        *forged = !decrypts;
+        Ok(decrypts)
     }
 
     /// Runs the engine on `input` (one datagram's records, or nothing to let
