@@ -371,10 +371,10 @@ impl Session {
                     let cipher = &peer.cipher_suite;
                     let how = match peer.authentication {
                         DtlsAuthentication::Psk => format!(
-                            "PSK, identity \"{}\", {cipher}",
+                            "identity \"{}\", {cipher}",
                             engine::printable(&peer.identity)
                         ),
-                        _ => format!("certificate, anonymous client, {cipher}"),
+                        _ => format!("certificate, {cipher}"),
                     };
                     let mut event = DtlsEvent::new(
                         DtlsEventKind::HandshakeComplete,
