@@ -119,9 +119,9 @@ fn a_lost_last_server_flight_is_sent_again_when_the_client_repeats_its_own() {
 
 /// A measurement, not run by default (`cargo test --release --test
 /// dtls_spoofing -- --ignored --nocapture`): how long the server takes per
-/// forged epoch-1 record on an established PSK session, where each one is
-/// tried on a copy of the session before the engine sees it. The session
-/// must survive the flood.
+/// forged epoch-1 record, one per datagram, on an established PSK session,
+/// where each one is tried on the session's record check before the engine
+/// sees it. The session must survive the flood.
 #[test]
 #[ignore]
 fn measure_forged_record_cost() {
