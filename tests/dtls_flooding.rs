@@ -35,7 +35,10 @@ fn time_to_drop(server: &DtlsServer, relay: &Relay, datagram: &[u8], n: u64) -> 
     // Polled without sleeping: the time measured is the server's, not a
     // polling interval's.
     while server.stats().records_dropped < base + n {
-        assert!(start.elapsed() < SOON, "the packed datagram was not dropped");
+        assert!(
+            start.elapsed() < SOON,
+            "the packed datagram was not dropped"
+        );
         std::thread::yield_now();
     }
     start.elapsed()
@@ -163,4 +166,33 @@ fn handshake_records_behind_another_record_are_charged_and_bounded() {
     client.send_line("after");
     client.wait_count(": ACK", 2);
     assert!(errors(&events).is_empty(), "{:#?}", errors(&events));
+}
+
+#[test]
+fn forged_records_are_still_dropped_after_much_genuine_data() {
+    // The check keeps what decrypts and is rebuilt every 16 KiB: forged
+    // records between 64 KiB of genuine lines must meet a working check.
+    const LINES: usize = 64;
+    let (server, events) = server();
+    let relay = Relay::start(server.local_addr().unwrap());
+    let mut client = Client::start(relay.port, KEY_HEX, "alice");
+    client.wait_line("Cipher is");
+    let junk: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    let base = server.stats().records_dropped;
+    for i in 0..LINES {
+        client.send_line(&format!("{i:04} {}", "x".repeat(1000)));
+        client.wait_count(": ACK", i + 1);
+        relay.inject(&record(23, 1, 1_000_000 + i as u64, &junk));
+    }
+    client.send_line("last");
+    client.wait_count(": ACK", LINES + 1);
+    let received = events
+        .all()
+        .iter()
+        .filter(|e| e.kind == DtlsEventKind::DatagramReceived)
+        .count();
+    assert_eq!(received, LINES + 1);
+    assert_eq!(server.stats().records_dropped - base, LINES as u64);
+    assert!(errors(&events).is_empty(), "{:#?}", errors(&events));
+    assert_eq!(server.peer_count(), 1);
 }
