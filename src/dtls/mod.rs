@@ -9,10 +9,11 @@
 //! rtc-dtls) runs the handshake with a key the application picks from the
 //! client's PSK identity, or with an sslconfig's certificate
 //! (`certificate`); records that do not authenticate are dropped before
-//! they can end anything (`records`, `record_check`, `alerts`). Decrypted datagrams,
-//! completed handshakes, closes and errors are reported as [`DtlsEvent`]s
-//! (`events`); [`DtlsServer::write`] sends an encrypted datagram to a peer;
-//! [`DtlsServer::close`] sends close_notify to every peer.
+//! they can end anything (`records`, `record_check`, `alerts`). Decrypted
+//! datagrams, completed handshakes, closes and errors are reported as
+//! [`DtlsEvent`]s (`events`), which also say how the session was
+//! authenticated; [`DtlsServer::write`] sends an encrypted datagram to a
+//! peer; [`DtlsServer::close`] sends close_notify to every peer.
 
 mod alerts;
 mod certificate;
