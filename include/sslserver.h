@@ -58,6 +58,10 @@ enum sslsocket_mode {
 // The DTLS server's default bound on handshaking peers per IP address.
 #define DTLSSERVER_DEFAULT_MAX_HANDSHAKES_PER_ADDRESS 32
 
+// The DTLS server's default bound on all peers (handshaking or
+// established) per IP address.
+#define DTLSSERVER_DEFAULT_MAX_PEERS_PER_ADDRESS 64
+
 // The largest plaintext one datagram may carry (one DTLS record).
 #define DTLSSERVER_MAX_DATAGRAM_PAYLOAD 16384
 
@@ -176,9 +180,10 @@ typedef enum dtlsserver_event_kind {
   // HelloVerifyRequest round trip is done): the peer now has a session
   // and its handshake runs ("verified, starting a handshake").
   DTLSSERVER_EVENT_HANDSHAKE_STARTED = 0,
-  // The handshake completed; psk_identity is the client's identity (empty
-  // for a certificate suite). From now on dtlsserver_write may send to the
-  // peer.
+  // The handshake completed; authentication says whether by PSK (then
+  // psk_identity is the client's identity, possibly empty) or by the
+  // server's certificate (an anonymous client; psk_identity empty). From
+  // now on dtlsserver_write may send to the peer.
   DTLSSERVER_EVENT_HANDSHAKE_COMPLETE = 1,
   // A datagram from the peer was decrypted; data/data_len is the plaintext.
   DTLSSERVER_EVENT_DATAGRAM_RECEIVED = 2,
@@ -190,9 +195,13 @@ typedef enum dtlsserver_event_kind {
   // (reported at the handshake deadline), no shared cipher suite), a
   // handshake deadline or idle timeout (SOCKET_TIMEOUT), a full peer
   // table, a peer over its handshake budget or an address at its
-  // handshake bound (SOCKET_RESOURCE), a fatal alert after the handshake
-  // (SSL_INTERNAL). Datagrams that do not authenticate never cause one:
-  // they are dropped silently.
+  // handshake or peer bound (SOCKET_RESOURCE), a fatal alert after the
+  // handshake (SSL_INTERNAL), a new session from the same address and
+  // port replacing the old one (REMOTE_HOST_CLOSED). One exception: when
+  // a new handshake from an address and port that has a session is
+  // refused, that session goes on, and the description ends with "(its
+  // current session goes on)". Datagrams that do not authenticate never
+  // cause one: they are dropped silently.
   DTLSSERVER_EVENT_ERROR = 4,
 } dtlsserver_event_kind;
 
@@ -223,6 +232,21 @@ typedef enum sslserver_socket_error {
   SSLSERVER_SOCKET_ERROR_SSL_INVALID_USER_DATA = 21,
   SSLSERVER_SOCKET_ERROR_TEMPORARY = 22,
 } sslserver_socket_error;
+
+// How a peer's session was authenticated (dtlsserver_event.authentication).
+typedef enum dtlsserver_authentication {
+  // The handshake has not completed, or the event concerns no peer.
+  DTLSSERVER_AUTHENTICATION_NONE = 0,
+  // A PSK suite: the client proved it holds the key the PSK callback
+  // returned for psk_identity (which may be empty).
+  DTLSSERVER_AUTHENTICATION_PSK = 1,
+  // A certificate suite: only the server proved who it is. The client is
+  // anonymous (no client certificate is requested): anyone can complete
+  // such a handshake. Check this before trusting psk_identity: a PSK
+  // client with an empty identity and a certificate client otherwise
+  // look alike.
+  DTLSSERVER_AUTHENTICATION_CERTIFICATE = 2,
+} dtlsserver_authentication;
 
 // The kinds of event a server reports, one per Qt signal.
 typedef enum sslserver_event_kind {
@@ -386,6 +410,13 @@ typedef struct dtlsserver_event {
   // Human-readable text for the event, never NULL, e.g.
   // "127.0.0.1:5000: successfully completed a handshake (...)".
   const char *description;
+  // How the peer's session was authenticated, from HANDSHAKE_COMPLETE on
+  // (on every later event about that peer); NONE before.
+  enum dtlsserver_authentication authentication;
+  // The negotiated cipher suite's IANA name, e.g.
+  // "TLS_PSK_WITH_AES_128_GCM_SHA256", from HANDSHAKE_COMPLETE on; ""
+  // before. Never NULL.
+  const char *cipher_suite;
 } dtlsserver_event;
 
 // An event callback.
@@ -664,12 +695,30 @@ enum sslserver_result dtlsserver_set_max_handshakes_per_address(struct dtlsserve
 // The per-address handshake bound; 0 for NULL.
 int dtlsserver_max_handshakes_per_address(const struct dtlsserver *server);
 
+// Bounds all peers from one IP address, handshaking or established
+// (default DTLSSERVER_DEFAULT_MAX_PEERS_PER_ADDRESS = 64, at least 1). With
+// a certificate, clients need no key, so without this bound one host could
+// complete handshakes from many source ports until the peer table is full.
+// A client whose cookie checks out while its address is at the bound is
+// dropped with an ERROR event (SOCKET_RESOURCE). Raise it when many genuine
+// clients share one address (a NAT). Applies to handshakes started
+// afterwards; peers already in the table stay.
+enum sslserver_result dtlsserver_set_max_peers_per_address(struct dtlsserver *server, int n);
+
+// The per-address peer bound; 0 for NULL.
+int dtlsserver_max_peers_per_address(const struct dtlsserver *server);
+
 // Serves certificate suites (ECDHE-ECDSA or ECDHE-RSA with AES-GCM or
 // ChaCha20-Poly1305, as the key allows) with the certificate chain and
 // private key of `cfg` (copied; `cfg` may be freed afterwards). With a PSK
 // callback set, clients may use either; without one, certificates only
 // (dtlsserver_listen then needs no PSK callback). The rest of the
 // sslconfig does not apply to DTLS: no client certificate is requested.
+// Warning: a certificate admits anonymous clients. Anyone can complete a
+// certificate handshake, also beside a PSK callback that refuses unknown
+// identities; such sessions have authentication
+// DTLSSERVER_AUTHENTICATION_CERTIFICATE and an empty psk_identity in their
+// events, so tell them apart by authentication, never by the identity.
 // SSLSERVER_ERROR_INVALID_ARGUMENT when `cfg` has no certificate and key.
 // Applies to handshakes started afterwards.
 enum sslserver_result dtlsserver_set_config(struct dtlsserver *server, const struct sslconfig *cfg);

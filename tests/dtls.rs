@@ -93,15 +93,15 @@ fn no_peer_state_before_the_cookie_round_trip() {
 
     // A wrong cookie: another HelloVerifyRequest, still no state.
     let mut wrong = cookie.clone();
-    wrong[0] ^= 1;
+    wrong[19] ^= 1;
     socket
         .send_to(&client_hello(random, &wrong, 1, 1), addr)
         .unwrap();
-    assert_eq!(
-        receive_cookie(&socket),
-        cookie,
-        "the same hello gets the same cookie"
-    );
+    // A fresh cookie (it carries the time it was made, so it may differ
+    // from the first); the first stays valid.
+    let again = receive_cookie(&socket);
+    assert_eq!(again.len(), 20);
+    assert_ne!(again, wrong);
     let stats = server.stats();
     assert_eq!((stats.peers, stats.cookies_rejected), (0, 1));
 
@@ -390,6 +390,11 @@ fn settings_and_errors() {
     assert!(server.set_max_handshakes_per_address(0).is_err());
     server.set_max_handshakes_per_address(2).unwrap();
     assert_eq!(server.max_handshakes_per_address(), 2);
+    assert_eq!(server.max_peers_per_address(), 64);
+    assert!(server.set_max_peers_per_address(0).is_err());
+    assert_eq!(server.max_peers_per_address(), 64);
+    server.set_max_peers_per_address(5).unwrap();
+    assert_eq!(server.max_peers_per_address(), 5);
     server.set_psk_callback(Some(Arc::new(key_for)));
     assert!(server.listen(Some("not an address"), 0).is_err());
     server.listen(Some("127.0.0.1"), 0).unwrap();
@@ -450,6 +455,26 @@ unsafe extern "C" fn c_event(event: *const dtlsserver_event, userdata: *mut c_vo
     } else {
         unsafe { std::slice::from_raw_parts(event.data, event.data_len) }.to_vec()
     };
+    let cipher_suite = unsafe { CStr::from_ptr(event.cipher_suite) }
+        .to_str()
+        .unwrap();
+    if event.kind == dtlsserver_event_kind::DTLSSERVER_EVENT_HANDSHAKE_STARTED {
+        assert_eq!(
+            event.authentication,
+            dtlsserver_authentication::DTLSSERVER_AUTHENTICATION_NONE
+        );
+        assert_eq!(cipher_suite, "");
+    }
+    if event.kind == dtlsserver_event_kind::DTLSSERVER_EVENT_HANDSHAKE_COMPLETE
+        || event.kind == dtlsserver_event_kind::DTLSSERVER_EVENT_DATAGRAM_RECEIVED
+    {
+        // This server has no certificate: every session is a PSK session.
+        assert_eq!(
+            event.authentication,
+            dtlsserver_authentication::DTLSSERVER_AUTHENTICATION_PSK
+        );
+        assert_eq!(cipher_suite, "TLS_PSK_WITH_AES_128_GCM_SHA256");
+    }
     if event.kind == dtlsserver_event_kind::DTLSSERVER_EVENT_DATAGRAM_RECEIVED {
         let reply = format!("to {address}:{}: ACK", event.peer_port);
         let r = dtlsserver_write(

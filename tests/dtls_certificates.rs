@@ -9,7 +9,7 @@ use std::ffi::{CStr, CString};
 use std::process::Command;
 
 use dtls_support::*;
-use sslserver::dtls::DtlsEventKind;
+use sslserver::dtls::{DtlsAuthentication, DtlsEventKind};
 use sslserver::ffi::config::*;
 use sslserver::ffi::dtls::*;
 use sslserver::ffi::sslserver_result;
@@ -59,6 +59,7 @@ fn serves_certificate_only(config: TlsConfig, cipher: &str) {
         e.kind == DtlsEventKind::HandshakeComplete
     });
     assert!(complete.psk_identity.is_empty());
+    assert_eq!(complete.authentication, DtlsAuthentication::Certificate);
     assert!(
         complete.description.contains("(certificate, TLS_ECDHE_"),
         "{complete:?}"
@@ -120,6 +121,42 @@ fn certificate_beside_psk() {
     psk.wait_line(": ACK");
     certificate.wait_line(": ACK");
     assert_eq!(server.stats().handshakes_completed, 2);
+    // A PSK client with an empty identity: its events tell it from the
+    // anonymous certificate client, whose identity is empty too.
+    let mut empty = psk_only("");
+    empty.wait_line("Cipher is PSK-AES128-GCM-SHA256");
+    empty.send_line("empty identity");
+    empty.wait_line(": ACK");
+    let received = |text: &str| {
+        events.wait_for(text, |e| {
+            e.kind == DtlsEventKind::DatagramReceived && e.data == format!("{text}\n").as_bytes()
+        })
+    };
+    let by_psk = received("empty identity");
+    assert_eq!(by_psk.authentication, DtlsAuthentication::Psk);
+    assert_eq!(by_psk.psk_identity, b"");
+    assert_eq!(by_psk.cipher_suite, "TLS_PSK_WITH_AES_128_GCM_SHA256");
+    let anonymous = received("certificate");
+    assert_eq!(anonymous.authentication, DtlsAuthentication::Certificate);
+    assert_eq!(anonymous.psk_identity, b"");
+    assert!(
+        anonymous.cipher_suite.starts_with("TLS_ECDHE_ECDSA_WITH_"),
+        "{anonymous:?}"
+    );
+    assert_eq!(received("psk").psk_identity, b"alice");
+    let completed: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter(|e| e.kind == DtlsEventKind::HandshakeComplete)
+        .map(|e| (e.authentication, e.description))
+        .collect();
+    assert!(
+        completed
+            .iter()
+            .any(|(a, d)| *a == DtlsAuthentication::Certificate
+                && d.contains("(certificate, TLS_ECDHE_")),
+        "{completed:#?}"
+    );
     // Wrong identity, with certificates on: still unknown_psk_identity.
     let mut mallory = psk_only("mallory");
     assert!(!mallory.wait_exit().success());
@@ -190,6 +227,11 @@ fn c_api_set_config() {
         SSLSERVER_ERROR_INVALID_ARGUMENT
     );
     assert_eq!(dtlsserver_max_handshakes_per_address(std::ptr::null()), 0);
+    assert_eq!(
+        dtlsserver_set_max_peers_per_address(std::ptr::null_mut(), 4),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(dtlsserver_max_peers_per_address(std::ptr::null()), 0);
     let cfg = sslconfig_new();
     let names = [c"localhost".as_ptr()];
     assert_eq!(
@@ -214,6 +256,19 @@ fn c_api_set_config() {
         SSLSERVER_OK
     );
     assert_eq!(dtlsserver_max_handshakes_per_address(server), 4);
+    assert_eq!(
+        dtlsserver_max_peers_per_address(server),
+        sslserver::dtls::DTLSSERVER_DEFAULT_MAX_PEERS_PER_ADDRESS
+    );
+    assert_eq!(
+        dtlsserver_set_max_peers_per_address(server, 0),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        dtlsserver_set_max_peers_per_address(server, 8),
+        SSLSERVER_OK
+    );
+    assert_eq!(dtlsserver_max_peers_per_address(server), 8);
     // No PSK callback needed with a certificate.
     let address = CString::new("127.0.0.1").unwrap();
     assert_eq!(dtlsserver_listen(server, address.as_ptr(), 0), SSLSERVER_OK);

@@ -1,7 +1,8 @@
 //! What one peer or one host can make the DTLS server hold: a peer past the
 //! cookie that sends junk is dropped at its handshake budget and memory
-//! stays bounded; many ports of one address cannot take more handshakes
-//! than the per-address bound, while another address still gets in.
+//! stays bounded; many ports of one address cannot take more handshakes, or
+//! more peers, than the per-address bounds, while another address still
+//! gets in.
 
 mod dtls_support;
 
@@ -153,4 +154,49 @@ fn a_real_handshake_fits_the_smallest_budget() {
     psk.wait_line(": ACK");
     assert_eq!(server.stats().handshakes_completed, 2);
     assert_eq!(server.stats().peers_over_budget, 0, "{:#?}", events.all());
+}
+
+#[test]
+fn one_address_cannot_take_more_than_its_peers_with_anonymous_clients() {
+    // With a certificate a client needs no key, so one host can complete
+    // handshakes from as many ports as it likes. (PSK as well, so that the
+    // raw PSK ClientHellos below can start a handshake.)
+    const PER_ADDRESS: usize = 3;
+    let mut config = sslserver::TlsConfig::new();
+    config.generate_self_signed(&["localhost".into()]).unwrap();
+    let (server, events) = server_with(|s| {
+        s.set_config(&config).unwrap();
+        s.set_max_peers_per_address(PER_ADDRESS as i32).unwrap();
+    });
+    let mut clients = Vec::new();
+    for _ in 0..PER_ADDRESS {
+        let mut client = Client::start_with(port(&server), &[]);
+        client.wait_line("Cipher is ECDHE-");
+        clients.push(client);
+    }
+    assert_eq!(server.stats().handshakes_completed, PER_ADDRESS as u64);
+
+    // One more port of the same address: refused, though no handshake of
+    // that address is in progress.
+    let socket = raw_socket();
+    start_handshake(&server, &socket, [9; 32]);
+    let refusal = events.wait_for("a refusal", |e| {
+        e.kind == DtlsEventKind::Error && e.peer == socket.local_addr().ok()
+    });
+    assert_eq!(refusal.socket_error, SocketError::SocketResource);
+    assert!(
+        refusal.description.contains("already has 3 peers"),
+        "{refusal:?}"
+    );
+    assert_eq!(server.stats().peers_refused_per_address, 1);
+    assert_eq!(server.peer_count(), PER_ADDRESS);
+
+    // Another address is not affected.
+    let other = UdpSocket::bind("127.0.0.2:0").unwrap();
+    other.set_read_timeout(Some(SOON)).unwrap();
+    start_handshake(&server, &other, [200; 32]);
+    events.wait_for("127.0.0.2's handshake", |e| {
+        e.kind == DtlsEventKind::HandshakeStarted && e.peer == other.local_addr().ok()
+    });
+    assert_eq!(server.peer_count(), PER_ADDRESS + 1);
 }

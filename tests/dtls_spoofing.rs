@@ -100,11 +100,28 @@ fn a_lost_server_flight_is_retransmitted() {
     assert_eq!(server.stats().handshakes_completed, 1);
 }
 
+#[test]
+fn a_lost_last_server_flight_is_sent_again_when_the_client_repeats_its_own() {
+    // The server's ChangeCipherSpec and Finished are lost: the server has
+    // completed, the client has not and repeats its last flight (with its
+    // unencrypted ClientKeyExchange), which must still reach the engine.
+    let (server, events) = server();
+    let relay = Relay::start(server.local_addr().unwrap());
+    relay.drop_server_finished(1);
+    let mut client = Client::start(relay.port, KEY_HEX, "alice");
+    client.wait_line("Cipher is");
+    assert!(relay.dropped_all_server_finished());
+    client.send_line("after a repeated last flight");
+    client.wait_count(": ACK", 1);
+    assert!(errors(&events).is_empty(), "{:#?}", errors(&events));
+    assert_eq!(server.stats().handshakes_completed, 1);
+}
+
 /// A measurement, not run by default (`cargo test --release --test
 /// dtls_spoofing -- --ignored --nocapture`): how long the server takes per
-/// forged epoch-1 record on an established PSK session, where each one is
-/// tried on a copy of the session before the engine sees it. The session
-/// must survive the flood.
+/// forged epoch-1 record, one per datagram, on an established PSK session,
+/// where each one is tried on the session's record check before the engine
+/// sees it. The session must survive the flood.
 #[test]
 #[ignore]
 fn measure_forged_record_cost() {
@@ -137,4 +154,69 @@ fn measure_forged_record_cost() {
     client.send_line("after");
     client.wait_count(": ACK", 2);
     assert!(errors(&events).is_empty(), "{:#?}", errors(&events));
+}
+
+/// A client that reconnects from the same address and port (a device with
+/// a fixed source port, a reused NAT mapping): a replay of its previous
+/// session's ClientHello, cookie included, still within the cookie's
+/// lifetime, must not end or replace the session it has now.
+#[test]
+fn a_replayed_hello_of_an_earlier_session_ends_nothing() {
+    let (server, events) = server();
+    let relay = Relay::start(server.local_addr().unwrap());
+    let mut first = Client::start(relay.port, KEY_HEX, "alice");
+    first.wait_line("Cipher is");
+    // The first session's ClientHello with the cookie: no session id
+    // (byte 59), a cookie (its length at byte 60).
+    let hello = relay
+        .client_datagrams()
+        .into_iter()
+        .find(|d| handshake_type(d) == Some(1) && d.len() > 61 && d[59] == 0 && d[60] != 0)
+        .expect("the first session's ClientHello with its cookie");
+    first.close_input();
+    events.wait_for("PEER_CLOSED", |e| e.kind == DtlsEventKind::PeerClosed);
+
+    let mut second = Client::start(relay.port, KEY_HEX, "alice");
+    second.wait_line("Cipher is");
+    second.send_line("hello");
+    second.wait_count(": ACK", 1);
+
+    relay.inject(&hello);
+    // Sent after the replay from the same address: answered only if the
+    // replay left the session alone.
+    second.send_line("still there?");
+    second.wait_count(": ACK", 2);
+    assert!(errors(&events).is_empty(), "{:#?}", errors(&events));
+    assert_eq!(server.peer_count(), 1);
+    let stats = server.stats();
+    assert_eq!(stats.handshakes_started, 2, "{stats:?}");
+    assert!(stats.cookies_rejected >= 1, "{stats:?}");
+}
+
+/// A client that restarts on the same address and port without closing
+/// (a crashed device) gets a new session, which replaces the old one once
+/// its handshake has started.
+#[test]
+fn a_client_restarting_on_the_same_port_replaces_its_session() {
+    let (server, events) = server();
+    let relay = Relay::start(server.local_addr().unwrap());
+    let mut first = Client::start(relay.port, KEY_HEX, "alice");
+    first.wait_line("Cipher is");
+    first.send_line("first");
+    first.wait_count(": ACK", 1);
+    drop(first); // killed: no close_notify
+
+    let mut second = Client::start(relay.port, KEY_HEX, "alice");
+    second.wait_line("Cipher is");
+    second.send_line("second");
+    second.wait_count(": ACK", 1);
+    let replaced = events.wait_for("the old session replaced", |e| {
+        e.kind == DtlsEventKind::Error && e.description.contains("started a new session")
+    });
+    assert_eq!(
+        replaced.socket_error,
+        sslserver::SocketError::RemoteHostClosed
+    );
+    assert_eq!(server.peer_count(), 1);
+    assert_eq!(server.stats().handshakes_completed, 2);
 }

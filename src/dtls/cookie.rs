@@ -2,11 +2,14 @@
 //! §4.2.1, what Qt's `QDtlsClientVerifier` does).
 //!
 //! A ClientHello from an address the server holds no session for is answered
-//! with a HelloVerifyRequest whose cookie is an HMAC over the peer's address
-//! and port and the ClientHello's stable fields (version, random, session id,
-//! cipher suites, compression methods), keyed with a server secret. Nothing
-//! is stored: the server recognises the cookie when the ClientHello comes
-//! back with it. A spoofed source address never sees the cookie, so it can
+//! with a HelloVerifyRequest whose cookie is the time it was made and an HMAC
+//! over that time, the peer's address and port and the ClientHello's stable
+//! fields (version, random, session id, cipher suites, compression methods),
+//! keyed with a server secret. Nothing is stored: the server recognises the
+//! cookie when the ClientHello comes back with it. The time tells a cookie
+//! made before an address's current session began, which only a replay of an
+//! earlier session's ClientHello can carry (RFC 6347 4.2.8: such a replay
+//! must not end the session). A spoofed source address never sees the cookie, so it can
 //! make the server send one small datagram per ClientHello and nothing more.
 //!
 //! The secret rotates; the previous one stays valid for one more period, so
@@ -24,6 +27,9 @@ use sha2::Sha256;
 pub(crate) const COOKIE_LEN: usize = 20;
 /// Size of the server secret.
 pub(crate) const SECRET_LEN: usize = 32;
+/// The cookie's first bytes: when it was made, in ms since the jar was
+/// created (48 bits: 8,000 years). The rest is the MAC (112 bits).
+const ISSUED_LEN: usize = 6;
 
 const RECORD_HEADER_LEN: usize = 13;
 const HANDSHAKE_HEADER_LEN: usize = 12;
@@ -228,6 +234,8 @@ pub(crate) fn hello_verify_cookie(datagram: &[u8]) -> Option<&[u8]> {
 
 /// The server secrets: the current one and the one before it.
 pub(crate) struct CookieJar {
+    /// What cookie times count from.
+    created: Instant,
     current: [u8; SECRET_LEN],
     previous: Option<[u8; SECRET_LEN]>,
     rotated_at: Instant,
@@ -237,6 +245,7 @@ pub(crate) struct CookieJar {
 impl CookieJar {
     pub(crate) fn new(secret: [u8; SECRET_LEN], now: Instant, period: Duration) -> Self {
         CookieJar {
+            created: now,
             current: secret,
             previous: None,
             rotated_at: now,
@@ -265,30 +274,51 @@ impl CookieJar {
         self.rotated_at = now;
     }
 
-    /// The cookie for `hello` from `peer` under the current secret.
-    pub(crate) fn cookie(&self, peer: SocketAddr, hello: &ClientHello<'_>) -> [u8; COOKIE_LEN] {
-        compute(&self.current, peer, hello)
+    /// `at` as a cookie time: ms since the jar was created.
+    pub(crate) fn time(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.created).as_millis())
+            .unwrap_or(u64::MAX)
+            .min(MAX_ISSUED)
     }
 
-    /// Whether `hello` carries a cookie this server made for `peer` with the
-    /// current or the previous secret.
-    pub(crate) fn verify(&self, peer: SocketAddr, hello: &ClientHello<'_>) -> bool {
+    /// The cookie for `hello` from `peer`, made `now`, under the current
+    /// secret.
+    pub(crate) fn cookie(
+        &self,
+        peer: SocketAddr,
+        hello: &ClientHello<'_>,
+        now: Instant,
+    ) -> [u8; COOKIE_LEN] {
+        compute(&self.current, self.time(now), peer, hello)
+    }
+
+    /// When the cookie in `hello` was made (see `time`), if it is one this
+    /// server made for `peer` with the current or the previous secret.
+    pub(crate) fn verify(&self, peer: SocketAddr, hello: &ClientHello<'_>) -> Option<u64> {
         let cookie = hello.cookie();
         if cookie.len() != COOKIE_LEN {
-            return false;
+            return None;
         }
-        let matches =
-            |secret: &[u8; SECRET_LEN]| constant_time_eq(&compute(secret, peer, hello), cookie);
-        matches(&self.current) || self.previous.as_ref().is_some_and(matches)
+        let issued = be48(&cookie[..ISSUED_LEN]);
+        let matches = |secret: &[u8; SECRET_LEN]| {
+            constant_time_eq(&compute(secret, issued, peer, hello), cookie)
+        };
+        (matches(&self.current) || self.previous.as_ref().is_some_and(matches)).then_some(issued)
     }
 }
 
+/// The largest cookie time (48 bits).
+const MAX_ISSUED: u64 = (1 << 48) - 1;
+
 fn compute(
     secret: &[u8; SECRET_LEN],
+    issued: u64,
     peer: SocketAddr,
     hello: &ClientHello<'_>,
 ) -> [u8; COOKIE_LEN] {
+    let issued = &issued.to_be_bytes()[8 - ISSUED_LEN..];
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(issued);
     match peer.ip() {
         IpAddr::V4(ip) => {
             mac.update(&[4]);
@@ -304,7 +334,8 @@ fn compute(
     mac.update(&hello.message[hello.stable_tail.clone()]);
     let tag = mac.finalize().into_bytes();
     let mut cookie = [0; COOKIE_LEN];
-    cookie.copy_from_slice(&tag[..COOKIE_LEN]);
+    cookie[..ISSUED_LEN].copy_from_slice(issued);
+    cookie[ISSUED_LEN..].copy_from_slice(&tag[..COOKIE_LEN - ISSUED_LEN]);
     cookie
 }
 
@@ -394,14 +425,43 @@ mod tests {
     fn cookie_binds_address_port_and_hello() {
         let jar = CookieJar::new([1; SECRET_LEN], Instant::now(), Duration::from_secs(60));
         let first = client_hello_datagram([9; 32], b"", 0, 0);
-        let cookie = jar.cookie(peer(1000), &ClientHello::parse(&first).unwrap());
+        let cookie = jar.cookie(
+            peer(1000),
+            &ClientHello::parse(&first).unwrap(),
+            Instant::now(),
+        );
         let second = client_hello_datagram([9; 32], &cookie, 1, 1);
         let hello = ClientHello::parse(&second).unwrap();
-        assert!(jar.verify(peer(1000), &hello));
-        assert!(!jar.verify(peer(1001), &hello));
-        assert!(!jar.verify(SocketAddr::from(([127, 0, 0, 2], 1000)), &hello));
+        assert!(jar.verify(peer(1000), &hello).is_some());
+        assert!(jar.verify(peer(1001), &hello).is_none());
+        assert!(jar
+            .verify(SocketAddr::from(([127, 0, 0, 2], 1000)), &hello)
+            .is_none());
         let other_random = client_hello_datagram([8; 32], &cookie, 1, 1);
-        assert!(!jar.verify(peer(1000), &ClientHello::parse(&other_random).unwrap()));
+        assert!(jar
+            .verify(peer(1000), &ClientHello::parse(&other_random).unwrap())
+            .is_none());
+    }
+
+    #[test]
+    fn cookie_carries_when_it_was_made_and_the_time_cannot_be_changed() {
+        let start = Instant::now();
+        let jar = CookieJar::new([1; SECRET_LEN], start, Duration::from_secs(60));
+        let first = client_hello_datagram([9; 32], b"", 0, 0);
+        let made = start + Duration::from_millis(1234);
+        let cookie = jar.cookie(peer(1), &ClientHello::parse(&first).unwrap(), made);
+        let second = client_hello_datagram([9; 32], &cookie, 1, 1);
+        assert_eq!(
+            jar.verify(peer(1), &ClientHello::parse(&second).unwrap()),
+            Some(1234)
+        );
+        assert_eq!(jar.time(made), 1234);
+        let mut later = cookie;
+        later[ISSUED_LEN - 1] ^= 0x40;
+        let forged = client_hello_datagram([9; 32], &later, 1, 1);
+        assert!(jar
+            .verify(peer(1), &ClientHello::parse(&forged).unwrap())
+            .is_none());
     }
 
     #[test]
@@ -410,16 +470,19 @@ mod tests {
         let period = Duration::from_secs(10);
         let mut jar = CookieJar::new([1; SECRET_LEN], start, period);
         let first = client_hello_datagram([9; 32], b"", 0, 0);
-        let cookie = jar.cookie(peer(1), &ClientHello::parse(&first).unwrap());
+        let cookie = jar.cookie(peer(1), &ClientHello::parse(&first).unwrap(), start);
         let second = client_hello_datagram([9; 32], &cookie, 1, 1);
         let hello = ClientHello::parse(&second).unwrap();
         jar.rotate_if_due(start + period / 2, || [2; SECRET_LEN]);
-        assert!(jar.verify(peer(1), &hello), "not yet rotated");
+        assert!(jar.verify(peer(1), &hello).is_some(), "not yet rotated");
         jar.rotate_if_due(start + period, || [2; SECRET_LEN]);
-        assert!(jar.verify(peer(1), &hello), "previous secret still valid");
+        assert!(
+            jar.verify(peer(1), &hello).is_some(),
+            "previous secret still valid"
+        );
         jar.rotate_if_due(start + period * 2, || [3; SECRET_LEN]);
         assert!(
-            !jar.verify(peer(1), &hello),
+            jar.verify(peer(1), &hello).is_none(),
             "two rotations later it is not"
         );
     }
@@ -430,10 +493,12 @@ mod tests {
         let period = Duration::from_secs(10);
         let mut jar = CookieJar::new([1; SECRET_LEN], start, period);
         let first = client_hello_datagram([9; 32], b"", 0, 0);
-        let cookie = jar.cookie(peer(1), &ClientHello::parse(&first).unwrap());
+        let cookie = jar.cookie(peer(1), &ClientHello::parse(&first).unwrap(), start);
         let second = client_hello_datagram([9; 32], &cookie, 1, 1);
         jar.rotate_if_due(start + period * 3, || [2; SECRET_LEN]);
-        assert!(!jar.verify(peer(1), &ClientHello::parse(&second).unwrap()));
+        assert!(jar
+            .verify(peer(1), &ClientHello::parse(&second).unwrap())
+            .is_none());
     }
 
     #[test]

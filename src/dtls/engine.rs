@@ -31,17 +31,17 @@ use bytes::BytesMut;
 use parking_lot::Mutex;
 use rtc_dtls::cipher_suite::CipherSuiteId;
 use rtc_dtls::config::{ConfigBuilder, HandshakeConfig};
-use rtc_dtls::conn::DTLSConn;
 use rtc_dtls::crypto_provider::providers::AwsLcRsProvider;
 use rtc_dtls::crypto_provider::{CryptoError, RTCCrypto, RTCCryptoProvider, RTCRandom};
 use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
-use rtc_dtls::state::State;
 use rtc_shared::TransportProtocol;
 use rustls::sign::CertifiedKey;
 
 use super::alerts::{explain_alert, plaintext_alert, rewrite_alert, take_alert};
 use super::certificate;
 use super::cookie::{self, ClientHello, COOKIE_LEN, SECRET_LEN};
+use super::events::DtlsAuthentication;
+use super::record_check::{sealed_overhead, RecordCheck};
 use super::records;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -259,6 +259,12 @@ pub(crate) struct Step {
 /// decrypt (each time it takes one more record off its queue).
 const MAX_RESUMES: usize = 64;
 
+/// Records of one datagram that are looked at; the rest are dropped. A
+/// client's largest flight has three (ClientKeyExchange, ChangeCipherSpec,
+/// Finished); without a bound one 64 KB datagram holds over 4,000 records,
+/// each of which would be checked.
+pub(crate) const MAX_RECORDS_PER_DATAGRAM: usize = 16;
+
 /// One peer's DTLS state.
 pub(crate) struct PeerEngine {
     endpoint: Endpoint,
@@ -267,11 +273,20 @@ pub(crate) struct PeerEngine {
     config: Arc<HandshakeConfig>,
     provider: Arc<dyn RTCCryptoProvider>,
     established: bool,
-    /// Established with a PSK suite: the session's state, from which a copy
-    /// of the session is made to check an encrypted record before the
-    /// engine sees it (the engine answers a record that fails to decrypt
-    /// under a PSK suite with a fatal alert, ending the session).
-    sealed: Option<Vec<u8>>,
+    /// Established with a PSK suite: the copy of the session on which an
+    /// encrypted record is tried before the engine sees it (the engine
+    /// answers a record that fails to decrypt under a PSK suite with a
+    /// fatal alert, ending the session).
+    check: Option<RecordCheck>,
+    /// Established: the smallest body a sealed record of the negotiated
+    /// suite can have; shorter epoch-1 records are dropped unread.
+    min_sealed_body: usize,
+    /// The message_seq of the client's last unencrypted handshake message
+    /// (its ClientKeyExchange, after the verified ClientHello). After the
+    /// handshake only a repeat of the client's last flight is unencrypted,
+    /// so later numbers are dropped (the engine would keep their fragments
+    /// forever).
+    last_client_message_seq: u16,
     /// During the handshake: the alert unknown_psk_identity the engine
     /// wanted to send when a record failed to decrypt. Sent if the handshake
     /// then misses its deadline (the client's Finished never decrypted: a
@@ -300,7 +315,9 @@ impl PeerEngine {
             config: config.config.clone(),
             provider,
             established: false,
-            sealed: None,
+            check: None,
+            min_sealed_body: 0,
+            last_client_message_seq: hello.message_sequence.saturating_add(1),
             undecryptable: None,
         };
         let cookie: [u8; COOKIE_LEN] = hello
@@ -353,26 +370,40 @@ impl PeerEngine {
             );
             return Err((reason, Vec::new()));
         }
-        let step = engine.read(now, datagram);
+        let step = engine.read(now, datagram, &mut |_| true);
         Ok((engine, step))
     }
 
     /// Feeds one datagram from the peer. Records with broken framing, of an
     /// epoch or kind no genuine client sends, or that fail to decrypt are
-    /// dropped here (counted in `Step::dropped`) and end nothing.
-    pub(crate) fn read(&mut self, now: Instant, datagram: &[u8]) -> Step {
+    /// dropped here (counted in `Step::dropped`) and end nothing; so are
+    /// those past the first `MAX_RECORDS_PER_DATAGRAM`. After the handshake
+    /// each unencrypted record that may reach the engine is first charged
+    /// with `charge` (false: over the peer's budget, dropped).
+    pub(crate) fn read(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        charge: &mut dyn FnMut(usize) -> bool,
+    ) -> Step {
         let mut step = Step::default();
         let framed = records::split(datagram);
         let framed_len: usize = framed.iter().map(|r| r.bytes.len()).sum();
         if framed_len < datagram.len() {
             step.dropped += 1;
         }
+        let excess = framed.len().saturating_sub(MAX_RECORDS_PER_DATAGRAM);
+        step.dropped += excess as u64;
         let mut kept = Vec::new();
-        for record in framed {
-            if record.plausible() && self.decrypts(&record) {
-                kept.push(record);
-            } else {
-                step.dropped += 1;
+        let mut forged = false;
+        for record in framed.into_iter().take(MAX_RECORDS_PER_DATAGRAM) {
+            match self.admit(&record, charge, &mut forged) {
+                Ok(true) => kept.push(record),
+                Ok(false) => step.dropped += 1,
+                Err(reason) => {
+                    step.error = Some(reason);
+                    return step;
+                }
             }
         }
         if self.established {
@@ -395,36 +426,46 @@ impl PeerEngine {
         step
     }
 
-    /// Whether an encrypted record of an established PSK session decrypts,
-    /// tried on a copy of the session so the engine's own state (replay
-    /// window, alerts) is untouched by a forgery. Other records pass: the
-    /// engine drops a certificate session's undecryptable records itself,
-    /// and a handshake's are dealt with in `feed`.
-    fn decrypts(&self, record: &records::Record<'_>) -> bool {
-        let Some(sealed) = &self.sealed else {
-            return true;
-        };
+    /// Whether a well-framed record may go to the engine. Before the
+    /// handshake completes every plausible record does (the session charged
+    /// the whole datagram, and a handshake's undecryptable records are dealt
+    /// with in `feed`). After it, an unencrypted record must be a fragment
+    /// of the client's last flight within the budget, and an encrypted one
+    /// must decrypt (tried on the record check, for a PSK session; the
+    /// engine drops a certificate session's undecryptable records itself).
+    /// Once a record of the datagram failed the check (`forged`), the
+    /// datagram is a forgery: a genuine one arrives whole or not at all, so
+    /// its other encrypted records are dropped unread and a datagram costs
+    /// at most one failed decryption. An error (the check cannot be rebuilt)
+    /// ends the session.
+    fn admit(
+        &mut self,
+        record: &records::Record<'_>,
+        charge: &mut dyn FnMut(usize) -> bool,
+        forged: &mut bool,
+    ) -> std::result::Result<bool, String> {
+        if !record.plausible() {
+            return Ok(false);
+        }
+        if !self.established {
+            return Ok(true);
+        }
         if record.epoch == 0 {
-            return true;
+            return Ok(record.content_type == records::HANDSHAKE
+                && records::fragments_within(record.body(), self.last_client_message_seq)
+                && charge(record.bytes.len()));
         }
-        let mut state = State::new(self.provider.clone(), false);
-        if state.unmarshal_binary(sealed).is_err() {
-            return true;
+        if *forged || record.body().len() < self.min_sealed_body {
+            return Ok(false);
         }
-        let mut copy = DTLSConn::new(self.config.clone(), false, Some(state));
-        if copy.read(record.bytes).is_ok() {
-            return true;
-        }
-        // An alert: the peer's own (echoed), or unknown_psk_identity for a
-        // record that did not decrypt. The copy has not "completed" its
-        // handshake, so it sends alerts unencrypted.
-        let mut answered_undecryptable = false;
-        while let Some(datagram) = copy.outgoing_raw_packet() {
-            answered_undecryptable |= records::split(&datagram)
-                .iter()
-                .any(|r| r.plaintext_alert() == Some(records::ALERT_UNKNOWN_PSK_IDENTITY));
-        }
-        !answered_undecryptable
+        let Some(check) = &mut self.check else {
+            return Ok(true);
+        };
+        let decrypts = check
+            .decrypts(record)
+            .map_err(|e| format!("cannot check the peer's records any more: {e}"))?;
+        *forged = !decrypts;
+        Ok(decrypts)
     }
 
     /// Runs the engine on `input` (one datagram's records, or nothing to let
@@ -443,13 +484,18 @@ impl PeerEngine {
             let refused = REFUSED_IDENTITY.with(|refused| refused.borrow_mut().take());
             match result {
                 Ok(events) => {
+                    step.transmits.extend(transmits);
                     for output in events.into_iter().filter_map(convert) {
                         if matches!(output, Output::HandshakeComplete) {
-                            self.on_established();
+                            if let Err(reason) = self.on_established() {
+                                // Without the check one forged record
+                                // could end the session at any time.
+                                step.error = Some(reason);
+                                return;
+                            }
                         }
                         step.outputs.push(output);
                     }
-                    step.transmits.extend(transmits);
                     return;
                 }
                 Err(_) if refused.is_some() => {
@@ -497,15 +543,26 @@ impl PeerEngine {
         }
     }
 
-    fn on_established(&mut self) {
+    /// Sets up what checks the records of the established session: the
+    /// smallest sealed body of its suite, and for a PSK suite the record
+    /// check. Fails if the engine's session state cannot be exported or
+    /// restored (the check would be missing, so the session cannot go on).
+    fn on_established(&mut self) -> std::result::Result<(), String> {
         self.established = true;
         self.undecryptable = None;
-        let Some(state) = self.endpoint.get_connection_state(self.remote) else {
-            return;
-        };
-        if state.is_cipher_suite_psk() {
-            self.sealed = state.marshal_binary().ok();
+        let state = self
+            .endpoint
+            .get_connection_state(self.remote)
+            .ok_or("the DTLS engine has no state for the completed session")?;
+        if let Some(suite) = state.cipher_suite() {
+            self.min_sealed_body = sealed_overhead(suite.id());
         }
+        if state.is_cipher_suite_psk() {
+            let check = RecordCheck::new(state, self.config.clone(), self.provider.clone())
+                .map_err(|e| format!("cannot set up the check of the peer's records: {e}"))?;
+            self.check = Some(check);
+        }
+        Ok(())
     }
 
     /// The alert for a handshake in which a record failed to decrypt (see
@@ -558,6 +615,16 @@ impl PeerEngine {
             .get_connection_state(self.remote)
             .map(|state| state.identity_hint.clone())
             .unwrap_or_default()
+    }
+
+    /// How the session was authenticated: by a PSK suite or a certificate
+    /// suite (`None` before a suite is negotiated).
+    pub(crate) fn authentication(&self) -> DtlsAuthentication {
+        match self.endpoint.get_connection_state(self.remote) {
+            Some(state) if state.is_cipher_suite_psk() => DtlsAuthentication::Psk,
+            Some(state) if state.cipher_suite().is_some() => DtlsAuthentication::Certificate,
+            _ => DtlsAuthentication::None,
+        }
     }
 
     /// The negotiated cipher suite's IANA name, once known.

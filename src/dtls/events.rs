@@ -13,8 +13,9 @@ pub enum DtlsEventKind {
     /// A ClientHello came back with a valid cookie: the peer now has a
     /// session and its handshake runs.
     HandshakeStarted = 0,
-    /// The handshake completed; `psk_identity` is the client's identity
-    /// (empty for a certificate suite).
+    /// The handshake completed; `authentication` says how (`psk_identity`
+    /// is the client's identity for a PSK suite, possibly empty; empty for
+    /// a certificate suite's anonymous client).
     HandshakeComplete = 1,
     /// A datagram was decrypted; `data` is the plaintext.
     DatagramReceived = 2,
@@ -51,6 +52,20 @@ impl DtlsEventKind {
     }
 }
 
+/// How a peer's session was authenticated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DtlsAuthentication {
+    /// The handshake has not completed (or the event concerns no peer).
+    #[default]
+    None = 0,
+    /// A PSK suite: the client proved it holds the key the PSK callback
+    /// returned for `psk_identity` (which may be empty).
+    Psk = 1,
+    /// A certificate suite: the server proved its identity; the client is
+    /// anonymous (no client certificate is requested).
+    Certificate = 2,
+}
+
 /// One event, valid for the duration of the callback.
 #[derive(Clone, Debug)]
 pub struct DtlsEvent {
@@ -62,6 +77,13 @@ pub struct DtlsEvent {
     pub data: Vec<u8>,
     /// The client's PSK identity, once the handshake got that far.
     pub psk_identity: Vec<u8>,
+    /// How the peer's session was authenticated, once its handshake
+    /// completed. A PSK session with an empty identity and a certificate
+    /// session look alike otherwise.
+    pub authentication: DtlsAuthentication,
+    /// The negotiated cipher suite's IANA name once the handshake completed
+    /// (e.g. "TLS_PSK_WITH_AES_128_GCM_SHA256"); empty before.
+    pub cipher_suite: String,
     /// Error: what kind (`SslHandshakeFailed`, `SocketTimeout`, ...);
     /// `Unknown` otherwise.
     pub socket_error: SocketError,
@@ -76,6 +98,8 @@ impl DtlsEvent {
             peer,
             data: Vec::new(),
             psk_identity: Vec::new(),
+            authentication: DtlsAuthentication::None,
+            cipher_suite: String::new(),
             socket_error: SocketError::Unknown,
             description,
         }
@@ -114,6 +138,9 @@ pub struct DtlsStats {
     /// Verified ClientHellos refused because their address had the maximum
     /// number of handshakes in progress.
     pub handshakes_refused_per_address: u64,
+    /// Verified ClientHellos refused because their address had the maximum
+    /// number of peers.
+    pub peers_refused_per_address: u64,
 }
 
 #[derive(Default)]
@@ -127,6 +154,7 @@ pub(super) struct Counters {
     pub(super) records_dropped: AtomicU64,
     pub(super) peers_over_budget: AtomicU64,
     pub(super) handshakes_refused_per_address: AtomicU64,
+    pub(super) peers_refused_per_address: AtomicU64,
 }
 
 pub(super) fn bump(counter: &AtomicU64) {

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::engine::PeerEngine;
+use super::events::{DtlsAuthentication, DtlsEvent};
 
 pub(crate) struct Peer {
     /// The address as the socket reports it (what replies go to).
@@ -15,6 +16,9 @@ pub(crate) struct Peer {
     /// The random of the ClientHello that created the session, to tell a
     /// retransmitted ClientHello from a client that restarted.
     pub client_random: Vec<u8>,
+    /// When the peer's session began: its handshake, then its completion.
+    /// Only a cookie made after it can start a new session on this address.
+    pub since: Instant,
     /// The handshake must complete by then (`None`: no limit).
     pub handshake_deadline: Option<Instant>,
     /// Last authenticated datagram from the peer (or handshake completion).
@@ -24,6 +28,9 @@ pub(crate) struct Peer {
     /// handshake completed, and epoch-0 bytes after.
     pub unauthenticated_bytes: usize,
     pub identity: Vec<u8>,
+    /// Set when the handshake completes.
+    pub authentication: DtlsAuthentication,
+    pub cipher_suite: String,
 }
 
 impl Peer {
@@ -38,6 +45,13 @@ impl Peer {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Adds what is known of the peer's session to an event about it.
+    pub(crate) fn stamp(&self, event: &mut DtlsEvent) {
+        event.psk_identity = self.identity.clone();
+        event.authentication = self.authentication;
+        event.cipher_suite = self.cipher_suite.clone();
     }
 
     /// Counts `len` more unauthenticated bytes; false if that goes over
@@ -60,6 +74,10 @@ pub(crate) struct PeerTable {
 impl PeerTable {
     pub(crate) fn len(&self) -> usize {
         self.peers.len()
+    }
+
+    pub(crate) fn get(&self, key: &SocketAddr) -> Option<&Peer> {
+        self.peers.get(key)
     }
 
     pub(crate) fn get_mut(&mut self, key: &SocketAddr) -> Option<&mut Peer> {
@@ -86,6 +104,11 @@ impl PeerTable {
             .iter()
             .filter(|(key, peer)| key.ip() == ip && !peer.established)
             .count()
+    }
+
+    /// Peers from `ip`, handshaking or established.
+    pub(crate) fn all_from(&self, ip: IpAddr) -> usize {
+        self.peers.keys().filter(|key| key.ip() == ip).count()
     }
 
     pub(crate) fn keys(&self) -> Vec<SocketAddr> {

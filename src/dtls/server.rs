@@ -34,6 +34,9 @@ pub const DTLSSERVER_DEFAULT_HANDSHAKE_BUDGET: i32 = 64 * 1024;
 pub const DTLSSERVER_MIN_HANDSHAKE_BUDGET: i32 = 2048;
 /// The DTLS server's default bound on handshaking peers per IP address.
 pub const DTLSSERVER_DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: i32 = 32;
+/// The DTLS server's default bound on all peers (handshaking or
+/// established) per IP address.
+pub const DTLSSERVER_DEFAULT_MAX_PEERS_PER_ADDRESS: i32 = 64;
 /// The largest plaintext one datagram may carry (one DTLS record).
 pub const DTLSSERVER_MAX_DATAGRAM_PAYLOAD: usize = 16384;
 
@@ -49,6 +52,7 @@ pub(super) struct Common {
     pub(super) max_peers: AtomicI32,
     pub(super) handshake_budget: AtomicI32,
     pub(super) max_handshakes_per_address: AtomicI32,
+    pub(super) max_peers_per_address: AtomicI32,
     pub(super) cookie_lifetime_ms: AtomicU64,
     pub(super) last_error: Mutex<(SocketError, String)>,
 }
@@ -117,6 +121,7 @@ impl DtlsServer {
                 max_handshakes_per_address: AtomicI32::new(
                     DTLSSERVER_DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
                 ),
+                max_peers_per_address: AtomicI32::new(DTLSSERVER_DEFAULT_MAX_PEERS_PER_ADDRESS),
                 cookie_lifetime_ms: AtomicU64::new(DTLSSERVER_DEFAULT_COOKIE_LIFETIME_MS),
                 last_error: Mutex::new((SocketError::Unknown, String::new())),
             }),
@@ -151,6 +156,11 @@ impl DtlsServer {
     /// when a PSK callback is set, instead of them otherwise. The rest of
     /// the configuration does not apply to DTLS (no client certificates are
     /// requested). Applies to handshakes started afterwards.
+    ///
+    /// A certificate admits anonymous clients: anyone can complete such a
+    /// handshake, whatever the PSK callback refuses. Their events carry
+    /// [`DtlsAuthentication::Certificate`](super::DtlsAuthentication) and an
+    /// empty identity; tell them apart by that, never by the identity.
     pub fn set_config(&self, config: &TlsConfig) -> Result<()> {
         let certified = config.certified_key().ok_or_else(|| {
             Error::invalid_argument(
@@ -268,6 +278,28 @@ impl DtlsServer {
         self.common
             .max_handshakes_per_address
             .load(Ordering::Relaxed)
+    }
+
+    /// Bounds all peers from one IP address, handshaking or established
+    /// (default 64, at least 1). In certificate mode clients are anonymous,
+    /// so without it one host could complete handshakes from many ports
+    /// until the peer table is full. A verified ClientHello over it is
+    /// dropped with an error event. Many genuine clients behind one NAT
+    /// address need a higher value.
+    pub fn set_max_peers_per_address(&self, n: i32) -> Result<()> {
+        if n < 1 {
+            return Err(Error::invalid_argument(
+                "the maximum number of peers per address must be at least 1",
+            ));
+        }
+        self.common
+            .max_peers_per_address
+            .store(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn max_peers_per_address(&self) -> i32 {
+        self.common.max_peers_per_address.load(Ordering::Relaxed)
     }
 
     /// How long a cookie secret is current (at least 1 ms); a cookie stays
@@ -392,6 +424,7 @@ impl DtlsServer {
             handshakes_refused_per_address: c
                 .handshakes_refused_per_address
                 .load(Ordering::Relaxed),
+            peers_refused_per_address: c.peers_refused_per_address.load(Ordering::Relaxed),
         }
     }
 }

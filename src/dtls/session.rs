@@ -9,10 +9,11 @@
 //! inside the engine, so under the lock: functions that need the lock refuse
 //! to run from it instead of deadlocking.
 //!
-//! Before its handshake completes, every byte a peer sends counts against
-//! its budget, and a host has a bound on its handshakes in progress; the
-//! engine drops records that do not authenticate (`engine.rs`,
-//! `records.rs`).
+//! Who gets a peer and when a known address may start over is decided in
+//! `session/admission.rs`. Before its handshake completes, every byte a
+//! peer sends counts against its budget; after it, every unencrypted
+//! record. The engine drops records that do not authenticate (`engine.rs`,
+//! `records.rs`, `record_check.rs`).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -27,13 +28,15 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use super::cookie::{self, ClientHello, CookieJar};
-use super::engine::{self, EngineConfig, Output, PeerEngine, Step};
-use super::events::{bump, Counters, DtlsEvent, DtlsEventKind};
-use super::peers::{canonical, Peer, PeerTable};
+use super::cookie::{ClientHello, CookieJar};
+use super::engine::{self, EngineConfig, Output, Step};
+use super::events::{bump, Counters, DtlsAuthentication, DtlsEvent, DtlsEventKind};
+use super::peers::{canonical, PeerTable};
 use super::server::{ms, Common};
 use crate::error::{os_reason, Error, ErrorKind, Result};
 use crate::types::SocketError;
+
+mod admission;
 
 const SOCKET: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -268,7 +271,7 @@ impl Session {
                     // A first ClientHello from a known address (the client
                     // restarted on the same port): answered statelessly.
                     Some(hello) if hello.cookie().is_empty() => {
-                        self.hello_verify(&table.jar, from, key, hello);
+                        self.hello_verify(&table.jar, from, key, hello, now);
                     }
                     _ => self.feed(table, key, datagram, now, &mut pending),
                 }
@@ -285,123 +288,6 @@ impl Session {
         self.emit(pending);
     }
 
-    fn hello_verify(
-        &self,
-        jar: &CookieJar,
-        from: SocketAddr,
-        key: SocketAddr,
-        hello: &ClientHello<'_>,
-    ) {
-        let cookie = jar.cookie(key, hello);
-        bump(&self.counters.hello_verify_requests);
-        self.send(
-            from,
-            &cookie::hello_verify_request(hello.record_sequence, &cookie),
-        );
-    }
-
-    /// A ClientHello from an address without a session (or from a known
-    /// peer that starts over with a new random).
-    #[allow(clippy::too_many_arguments)]
-    fn on_hello(
-        &self,
-        table: &mut Table,
-        from: SocketAddr,
-        key: SocketAddr,
-        hello: &ClientHello<'_>,
-        datagram: &[u8],
-        now: Instant,
-        pending: &mut Pending,
-    ) {
-        if hello.cookie().is_empty() || !table.jar.verify(key, hello) {
-            if !hello.cookie().is_empty() {
-                bump(&self.counters.cookies_rejected);
-            }
-            self.hello_verify(&table.jar, from, key, hello);
-            return;
-        }
-        if hello.record_sequence == 0 || hello.message_sequence == 0 {
-            // Every client numbers this record and message after its first
-            // ClientHello's; the engine is shown that one first (engine.rs),
-            // so both need a number below. A retransmission has a higher
-            // record number.
-            bump(&self.counters.datagrams_dropped);
-            return;
-        }
-        if let Some(old) = table.peers.remove(&key) {
-            pending.push(DtlsEvent::error(
-                Some(key),
-                SocketError::RemoteHostClosed,
-                format!("{key}: the peer started a new session; the old one is discarded"),
-            ));
-            drop(old);
-        }
-        let max = usize::try_from(self.common.max_peers.load(Ordering::Relaxed)).unwrap_or(1);
-        if table.peers.len() >= max {
-            bump(&self.counters.datagrams_dropped);
-            pending.push(DtlsEvent::error(
-                Some(key),
-                SocketError::SocketResource,
-                format!("{key}: too many peers ({max}), handshake refused"),
-            ));
-            return;
-        }
-        let per_address = usize::try_from(
-            self.common
-                .max_handshakes_per_address
-                .load(Ordering::Relaxed),
-        )
-        .unwrap_or(1);
-        if table.peers.handshaking_from(key.ip()) >= per_address {
-            bump(&self.counters.handshakes_refused_per_address);
-            pending.push(DtlsEvent::error(
-                Some(key),
-                SocketError::SocketResource,
-                format!(
-                    "{key}: {} already has {per_address} handshakes in progress, handshake refused",
-                    key.ip()
-                ),
-            ));
-            return;
-        }
-        let config = self.engine.lock().clone();
-        let started = PeerEngine::start(&config, self.local, from, hello, datagram, now);
-        let (engine, step) = match started {
-            Ok(started) => started,
-            Err((reason, alert)) => {
-                self.send_all(from, &alert);
-                pending.push(DtlsEvent::error(
-                    Some(key),
-                    SocketError::SslHandshakeFailed,
-                    format!("{key}: handshake failed: {reason}"),
-                ));
-                return;
-            }
-        };
-        pending.push(DtlsEvent::new(
-            DtlsEventKind::HandshakeStarted,
-            Some(key),
-            format!("{key}: verified, starting a handshake"),
-        ));
-        let handshake_timeout = self.common.handshake_timeout_ms.load(Ordering::Relaxed);
-        let peer = Peer {
-            raw: from,
-            engine,
-            established: false,
-            client_random: hello.random().to_vec(),
-            handshake_deadline: ms(handshake_timeout).map(|t| now + t),
-            last_activity: now,
-            idle_timeout: None,
-            unauthenticated_bytes: datagram.len(),
-            identity: Vec::new(),
-        };
-        if !table.peers.insert(key, peer, max) {
-            return;
-        }
-        bump(&self.counters.handshakes_started);
-        self.apply(table, key, step, now, pending);
-    }
-
     /// A datagram for a peer that has a session.
     fn feed(
         &self,
@@ -416,34 +302,40 @@ impl Session {
         };
         let budget = usize::try_from(self.common.handshake_budget.load(Ordering::Relaxed))
             .unwrap_or(usize::MAX);
-        if !peer.established {
-            if !peer.charge(datagram.len(), budget) {
-                bump(&self.counters.datagrams_dropped);
-                bump(&self.counters.peers_over_budget);
-                let mut event = DtlsEvent::error(
-                    Some(key),
-                    SocketError::SocketResource,
-                    format!(
-                        "{key}: sent more than {budget} bytes before completing its handshake; \
-                         dropped"
-                    ),
-                );
-                event.psk_identity = peer.identity.clone();
-                pending.push(event);
-                table.peers.remove(&key);
-                return;
-            }
-        } else {
-            // After the handshake only the client's repeated last flight is
-            // unencrypted; the budget bounds what the engine may buffer of
-            // it, and past it such datagrams are dropped, not the peer.
-            let epoch0 = cookie::first_record(datagram).is_some_and(|r| r.epoch == 0);
-            if epoch0 && !peer.charge(datagram.len(), budget) {
-                bump(&self.counters.datagrams_dropped);
-                return;
-            }
+        // Before the handshake completes every byte counts.
+        if !peer.established && !peer.charge(datagram.len(), budget) {
+            bump(&self.counters.datagrams_dropped);
+            bump(&self.counters.peers_over_budget);
+            let mut event = DtlsEvent::error(
+                Some(key),
+                SocketError::SocketResource,
+                format!(
+                    "{key}: sent more than {budget} bytes before completing its handshake; \
+                     dropped"
+                ),
+            );
+            peer.stamp(&mut event);
+            pending.push(event);
+            table.peers.remove(&key);
+            return;
         }
-        let step = peer.engine.read(now, datagram);
+        let established = peer.established;
+        let used = &mut peer.unauthenticated_bytes;
+        // After the handshake only the client's repeated last flight is
+        // unencrypted: each such record the engine may see is charged, so
+        // the budget bounds what it can buffer of them, and past it they
+        // are dropped, not the peer.
+        let mut charge = |len: usize| {
+            if !established {
+                return true;
+            }
+            if *used + len > budget {
+                return false;
+            }
+            *used += len;
+            true
+        };
+        let step = peer.engine.read(now, datagram, &mut charge);
         self.apply(table, key, step, now, pending);
     }
 
@@ -469,28 +361,27 @@ impl Session {
             match output {
                 Output::HandshakeComplete => {
                     peer.established = true;
+                    peer.since = now;
                     peer.last_activity = now;
                     peer.identity = peer.engine.identity();
                     peer.idle_timeout = ms(self.common.idle_timeout_ms.load(Ordering::Relaxed));
                     bump(&self.counters.handshakes_completed);
-                    let cipher = peer
-                        .engine
-                        .cipher()
-                        .unwrap_or_else(|| "unknown cipher".into());
-                    let how = if peer.identity.is_empty() && !cipher.contains("PSK") {
-                        format!("certificate, {cipher}")
-                    } else {
-                        format!(
+                    peer.authentication = peer.engine.authentication();
+                    peer.cipher_suite = peer.engine.cipher().unwrap_or_default();
+                    let cipher = &peer.cipher_suite;
+                    let how = match peer.authentication {
+                        DtlsAuthentication::Psk => format!(
                             "identity \"{}\", {cipher}",
                             engine::printable(&peer.identity)
-                        )
+                        ),
+                        _ => format!("certificate, {cipher}"),
                     };
                     let mut event = DtlsEvent::new(
                         DtlsEventKind::HandshakeComplete,
                         Some(key),
                         format!("{key}: successfully completed a handshake ({how})"),
                     );
-                    event.psk_identity = peer.identity.clone();
+                    peer.stamp(&mut event);
                     pending.push(event);
                 }
                 Output::Data(data) => {
@@ -501,7 +392,7 @@ impl Session {
                         format!("{key}: received a datagram of {} bytes", data.len()),
                     );
                     event.data = data;
-                    event.psk_identity = peer.identity.clone();
+                    peer.stamp(&mut event);
                     pending.push(event);
                 }
                 Output::PeerClosed => {
@@ -510,7 +401,7 @@ impl Session {
                         Some(key),
                         format!("{key}: the remote host closed the connection"),
                     );
-                    event.psk_identity = peer.identity.clone();
+                    peer.stamp(&mut event);
                     pending.push(event);
                     table.peers.remove(&key);
                     self.sync_count(table);
@@ -531,7 +422,7 @@ impl Session {
                 )
             };
             let mut event = DtlsEvent::error(Some(key), error, text);
-            event.psk_identity = peer.identity.clone();
+            peer.stamp(&mut event);
             pending.push(event);
             table.peers.remove(&key);
             self.sync_count(table);
@@ -573,7 +464,7 @@ impl Session {
                             format!("{key}: the handshake timed out"),
                         ),
                     };
-                    event.psk_identity = peer.identity.clone();
+                    peer.stamp(&mut event);
                     pending.push(event);
                     table.peers.remove(&key);
                     continue;
@@ -594,7 +485,7 @@ impl Session {
                             idle.as_millis()
                         ),
                     );
-                    event.psk_identity = peer.identity.clone();
+                    peer.stamp(&mut event);
                     pending.push(event);
                     table.peers.remove(&key);
                     continue;

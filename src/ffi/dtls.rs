@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{call_or, copy_out, read_handle, text, with_handle, Failure};
 use super::{sslserver_result, static_text};
-use crate::dtls::{DtlsEvent, DtlsEventKind, DtlsServer};
+use crate::dtls::{DtlsAuthentication, DtlsEvent, DtlsEventKind, DtlsServer};
 use crate::types::SocketError;
 
 /// The largest key a PSK callback can return, in bytes (the size of the
@@ -23,9 +23,10 @@ pub enum dtlsserver_event_kind {
     /// HelloVerifyRequest round trip is done): the peer now has a session
     /// and its handshake runs ("verified, starting a handshake").
     DTLSSERVER_EVENT_HANDSHAKE_STARTED = 0,
-    /// The handshake completed; psk_identity is the client's identity (empty
-    /// for a certificate suite). From now on dtlsserver_write may send to the
-    /// peer.
+    /// The handshake completed; authentication says whether by PSK (then
+    /// psk_identity is the client's identity, possibly empty) or by the
+    /// server's certificate (an anonymous client; psk_identity empty). From
+    /// now on dtlsserver_write may send to the peer.
     DTLSSERVER_EVENT_HANDSHAKE_COMPLETE = 1,
     /// A datagram from the peer was decrypted; data/data_len is the plaintext.
     DTLSSERVER_EVENT_DATAGRAM_RECEIVED = 2,
@@ -37,9 +38,13 @@ pub enum dtlsserver_event_kind {
     /// (reported at the handshake deadline), no shared cipher suite), a
     /// handshake deadline or idle timeout (SOCKET_TIMEOUT), a full peer
     /// table, a peer over its handshake budget or an address at its
-    /// handshake bound (SOCKET_RESOURCE), a fatal alert after the handshake
-    /// (SSL_INTERNAL). Datagrams that do not authenticate never cause one:
-    /// they are dropped silently.
+    /// handshake or peer bound (SOCKET_RESOURCE), a fatal alert after the
+    /// handshake (SSL_INTERNAL), a new session from the same address and
+    /// port replacing the old one (REMOTE_HOST_CLOSED). One exception: when
+    /// a new handshake from an address and port that has a session is
+    /// refused, that session goes on, and the description ends with "(its
+    /// current session goes on)". Datagrams that do not authenticate never
+    /// cause one: they are dropped silently.
     DTLSSERVER_EVENT_ERROR = 4,
 }
 
@@ -55,6 +60,34 @@ impl From<DtlsEventKind> for dtlsserver_event_kind {
             DtlsEventKind::DatagramReceived => DTLSSERVER_EVENT_DATAGRAM_RECEIVED,
             DtlsEventKind::PeerClosed => DTLSSERVER_EVENT_PEER_CLOSED,
             DtlsEventKind::Error => DTLSSERVER_EVENT_ERROR,
+        }
+    }
+}
+
+/// How a peer's session was authenticated (dtlsserver_event.authentication).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum dtlsserver_authentication {
+    /// The handshake has not completed, or the event concerns no peer.
+    DTLSSERVER_AUTHENTICATION_NONE = 0,
+    /// A PSK suite: the client proved it holds the key the PSK callback
+    /// returned for psk_identity (which may be empty).
+    DTLSSERVER_AUTHENTICATION_PSK = 1,
+    /// A certificate suite: only the server proved who it is. The client is
+    /// anonymous (no client certificate is requested): anyone can complete
+    /// such a handshake. Check this before trusting psk_identity: a PSK
+    /// client with an empty identity and a certificate client otherwise
+    /// look alike.
+    DTLSSERVER_AUTHENTICATION_CERTIFICATE = 2,
+}
+
+impl From<DtlsAuthentication> for dtlsserver_authentication {
+    fn from(authentication: DtlsAuthentication) -> Self {
+        use dtlsserver_authentication::*;
+        match authentication {
+            DtlsAuthentication::None => DTLSSERVER_AUTHENTICATION_NONE,
+            DtlsAuthentication::Psk => DTLSSERVER_AUTHENTICATION_PSK,
+            DtlsAuthentication::Certificate => DTLSSERVER_AUTHENTICATION_CERTIFICATE,
         }
     }
 }
@@ -81,6 +114,13 @@ pub struct dtlsserver_event {
     /// Human-readable text for the event, never NULL, e.g.
     /// "127.0.0.1:5000: successfully completed a handshake (...)".
     pub description: *const c_char,
+    /// How the peer's session was authenticated, from HANDSHAKE_COMPLETE on
+    /// (on every later event about that peer); NONE before.
+    pub authentication: dtlsserver_authentication,
+    /// The negotiated cipher suite's IANA name, e.g.
+    /// "TLS_PSK_WITH_AES_128_GCM_SHA256", from HANDSHAKE_COMPLETE on; ""
+    /// before. Never NULL.
+    pub cipher_suite: *const c_char,
 }
 
 /// An event callback.
@@ -136,6 +176,7 @@ impl CFunction<EventFn> {
     fn deliver(&self, event: &DtlsEvent) {
         let address = c_string(&event.peer.map_or(String::new(), |p| p.ip().to_string()));
         let description = c_string(&event.description);
+        let cipher_suite = c_string(&event.cipher_suite);
         let c_event = dtlsserver_event {
             kind: event.kind.into(),
             peer_address: address.as_ptr(),
@@ -146,6 +187,8 @@ impl CFunction<EventFn> {
             psk_identity_len: event.psk_identity.len(),
             socket_error: event.socket_error,
             description: description.as_ptr(),
+            authentication: event.authentication.into(),
+            cipher_suite: cipher_suite.as_ptr(),
         };
         // SAFETY: `function` is the application's callback; the event and
         // the strings and buffers it points to outlive the call.
@@ -359,12 +402,39 @@ pub extern "C" fn dtlsserver_max_handshakes_per_address(server: *const DtlsServe
     read_handle(server, 0, DtlsServer::max_handshakes_per_address)
 }
 
+/// Bounds all peers from one IP address, handshaking or established
+/// (default DTLSSERVER_DEFAULT_MAX_PEERS_PER_ADDRESS = 64, at least 1). With
+/// a certificate, clients need no key, so without this bound one host could
+/// complete handshakes from many source ports until the peer table is full.
+/// A client whose cookie checks out while its address is at the bound is
+/// dropped with an ERROR event (SOCKET_RESOURCE). Raise it when many genuine
+/// clients share one address (a NAT). Applies to handshakes started
+/// afterwards; peers already in the table stay.
+#[no_mangle]
+pub extern "C" fn dtlsserver_set_max_peers_per_address(
+    server: *mut DtlsServer,
+    n: c_int,
+) -> sslserver_result {
+    with_handle(server, "server", |s| Ok(s.set_max_peers_per_address(n)?))
+}
+
+/// The per-address peer bound; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn dtlsserver_max_peers_per_address(server: *const DtlsServer) -> c_int {
+    read_handle(server, 0, DtlsServer::max_peers_per_address)
+}
+
 /// Serves certificate suites (ECDHE-ECDSA or ECDHE-RSA with AES-GCM or
 /// ChaCha20-Poly1305, as the key allows) with the certificate chain and
 /// private key of `cfg` (copied; `cfg` may be freed afterwards). With a PSK
 /// callback set, clients may use either; without one, certificates only
 /// (dtlsserver_listen then needs no PSK callback). The rest of the
 /// sslconfig does not apply to DTLS: no client certificate is requested.
+/// Warning: a certificate admits anonymous clients. Anyone can complete a
+/// certificate handshake, also beside a PSK callback that refuses unknown
+/// identities; such sessions have authentication
+/// DTLSSERVER_AUTHENTICATION_CERTIFICATE and an empty psk_identity in their
+/// events, so tell them apart by authentication, never by the identity.
 /// SSLSERVER_ERROR_INVALID_ARGUMENT when `cfg` has no certificate and key.
 /// Applies to handshakes started afterwards.
 #[no_mangle]

@@ -337,6 +337,9 @@ struct RelayState {
     from_client: Vec<Vec<u8>>,
     /// Server datagrams that start with a ServerHello to drop (retransmission).
     drop_server_hellos: usize,
+    /// Server datagrams that carry a ChangeCipherSpec (its last flight) to
+    /// drop.
+    drop_server_finished: usize,
     /// Datagrams to send between the client's ChangeCipherSpec and the rest
     /// of its flight, as if they came from the client.
     between_ccs_and_finished: Vec<Vec<u8>>,
@@ -437,6 +440,11 @@ impl Relay {
                         st.drop_server_hellos -= 1;
                         continue;
                     }
+                    let ccs = records(&buf[..n]).iter().any(|r| r[0] == 20);
+                    if ccs && st.drop_server_finished > 0 {
+                        st.drop_server_finished -= 1;
+                        continue;
+                    }
                     if let Some(client) = st.client {
                         down.send_to(&buf[..n], client).unwrap();
                     }
@@ -467,6 +475,17 @@ impl Relay {
     /// Drops the server's next `n` datagrams that start with a ServerHello.
     pub fn drop_server_hellos(&self, n: usize) {
         self.state.lock().unwrap().drop_server_hellos = n;
+    }
+
+    /// Drops the server's next `n` datagrams that carry a ChangeCipherSpec
+    /// (its last flight: the client repeats its own).
+    pub fn drop_server_finished(&self, n: usize) {
+        self.state.lock().unwrap().drop_server_finished = n;
+    }
+
+    /// Whether every last flight the test asked to drop was dropped.
+    pub fn dropped_all_server_finished(&self) -> bool {
+        self.state.lock().unwrap().drop_server_finished == 0
     }
 
     /// Whether every ServerHello the test asked to drop was dropped.
@@ -555,6 +574,9 @@ pub fn forged_datagrams() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("an epoch-1 alert with a bad tag", record(21, 1, 11, &junk)),
         ("an epoch-2 record", record(23, 2, 1, &junk)),
+        // The engine would take it for a change to epoch 2 and then drop
+        // every genuine epoch-1 record.
+        ("an epoch-1 ChangeCipherSpec", record(20, 1, 13, &[1])),
         (
             "a plaintext application-data record",
             record(23, 0, 40, b"hello"),
