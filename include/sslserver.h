@@ -1083,8 +1083,10 @@ enum sslserver_result sslsocket_disconnect_from_host(struct sslsocket *s);
 // threads return SSLSERVER_ERROR_CLOSED.
 void sslsocket_abort(struct sslsocket *s);
 
-// Disconnects gracefully if still open (close_notify), then frees the
-// socket. For every socket the application owns: from
+// Disconnects gracefully if still open (close_notify, after what is
+// queued; a blocking socket waits up to 1 s for a peer that does not read,
+// a non-blocking one not at all: see sslsocket_set_blocking), then frees
+// the socket. For every socket the application owns: from
 // sslserver_next_pending_connection, sslsocket_connect_encrypted,
 // sslsocket_connect or sslsocket_new_from_descriptor (never an event's
 // borrowed socket). Only when no other thread is inside a call on
@@ -1096,8 +1098,11 @@ void sslsocket_free(struct sslsocket *s);
 // non-blocking (`false`) reads, writes, flushes and disconnects: they
 // return SSLSERVER_ERROR_WOULD_BLOCK instead of waiting, for an event loop
 // that polls sslsocket_descriptor. Can be switched at any time, also on a
-// live connection and in UNENCRYPTED mode; handshakes (and sslsocket_free's
-// bounded flush) are unaffected. A non-blocking call never waits for
+// live connection and in UNENCRYPTED mode; handshakes are unaffected.
+// sslsocket_free of a non-blocking socket does not wait either: it sends
+// what the kernel takes at once and drops the rest, so flush until
+// sslsocket_wants_write is false (or switch to blocking) before freeing
+// when every byte must arrive. A non-blocking call never waits for
 // another thread's blocking call on the same socket: it gets WOULD_BLOCK.
 enum sslserver_result sslsocket_set_blocking(struct sslsocket *s, bool blocking);
 

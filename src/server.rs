@@ -303,7 +303,11 @@ impl Server {
         // The queue may have filled before the descriptor existed.
         if let Some(session) = self.current() {
             let state = session.state.lock();
-            notification.set_ready(!state.queue.is_empty());
+            // A session being closed (perhaps replaced by a new listen that
+            // already queued connections) has no say any more.
+            if !session.is_closing() {
+                notification.set_ready(!state.queue.is_empty());
+            }
         }
         Ok(notification.descriptor())
     }

@@ -826,7 +826,13 @@ impl Connection {
     }
 
     fn disconnect(&self, send: MutexGuard<'_, ()>) -> Result<()> {
-        if !self.io.lock().queue_close_notify() {
+        let queued = {
+            let mut io = self.io.lock();
+            // A close_notify queued before (by a non-blocking disconnect)
+            // may still be waiting to leave, behind data.
+            io.queue_close_notify() || !io.outgoing.is_empty()
+        };
+        if !queued {
             return Ok(());
         }
         let flushed = self.flush_outgoing(send);
@@ -856,8 +862,13 @@ impl Connection {
     pub fn release(&self) {
         if self.session.get().is_some() {
             if let Some(send) = self.send.try_lock() {
-                let _ = self.stream.set_write_timeout(Some(RELEASE_FLUSH_TIMEOUT));
-                let _ = self.disconnect(send);
+                if self.is_blocking() {
+                    let _ = self.stream.set_write_timeout(Some(RELEASE_FLUSH_TIMEOUT));
+                    let _ = self.disconnect(send);
+                } else {
+                    // An event loop's socket: one attempt, never a wait.
+                    self.release_nonblocking();
+                }
             }
         }
         self.abort();

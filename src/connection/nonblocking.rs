@@ -48,7 +48,9 @@ impl Connection {
     /// the kernel has it.
     pub fn flush(&self) -> Result<()> {
         if self.is_blocking() {
-            return self.flush_outgoing(self.send.lock());
+            let flushed = self.flush_outgoing(self.send.lock());
+            self.shut_down_if_closed();
+            return flushed;
         }
         let Some(_sending) = self.send.try_lock() else {
             return Err(Error::would_block(
@@ -57,6 +59,8 @@ impl Connection {
         };
         let mut io = self.io.lock();
         if io.outgoing.is_empty() {
+            drop(io);
+            self.shut_down_if_closed();
             return Ok(());
         }
         if self.send_queued(&mut io)? {
@@ -156,6 +160,27 @@ impl Connection {
             let _ = self.stream.shutdown(Shutdown::Write);
         }
         Ok(())
+    }
+
+    /// `sslsocket_free` of a non-blocking socket: close_notify behind what is
+    /// queued, one attempt to send it all without waiting; the caller then
+    /// aborts (what did not leave is lost, as documented).
+    pub(super) fn release_nonblocking(&self) {
+        let mut io = self.io.lock();
+        io.queue_close_notify();
+        if self.send_queued(&mut io).unwrap_or(false) {
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+    }
+
+    /// Once the write side was closed here (a disconnect) and nothing is
+    /// queued, the peer gets its end of stream. Shutting down twice is
+    /// harmless.
+    fn shut_down_if_closed(&self) {
+        let io = self.io.lock();
+        if io.output_closed && io.outgoing.is_empty() {
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
     }
 
     /// Sends `outgoing` without waiting, with the send lock held by the
@@ -339,6 +364,143 @@ mod tests {
                 p + p.div_ceil(MAX_FRAGMENT) * RECORD_OVERHEAD <= room,
                 "{room}"
             );
+        }
+    }
+}
+
+/// Closing a socket that has ciphertext queued: what leaves, and when.
+#[cfg(test)]
+mod closing {
+    use super::*;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+
+    fn handshaken_with_client() -> (Arc<Connection>, TcpStream, rustls::ClientConnection) {
+        let key_pair = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key_pair).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+        let server_config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client_config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut server = rustls::ServerConnection::new(Arc::new(server_config)).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+        while server.is_handshaking() || client.is_handshaking() {
+            let mut flight = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut flight).unwrap();
+            }
+            server.read_tls(&mut flight.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            flight.clear();
+            while server.wants_write() {
+                server.write_tls(&mut flight).unwrap();
+            }
+            client.read_tls(&mut flight.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, from) = listener.accept().unwrap();
+        let local = stream.local_addr().unwrap();
+        let connection = Connection::new(stream, from, local, SslMode::Server, None);
+        connection.install(rustls::Connection::Server(server), None);
+        (connection, peer, client)
+    }
+
+    /// Reads everything until EOF, decrypting: (plaintext bytes, close_notify seen).
+    fn drain(mut peer: TcpStream, mut client: rustls::ClientConnection) -> (usize, bool) {
+        let mut raw = Vec::new();
+        // Bounded, so a stream that never ends fails the test.
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let _ = peer.read_to_end(&mut raw);
+        let mut slice = raw.as_slice();
+        let mut plain = 0;
+        let mut closed = false;
+        while !slice.is_empty() {
+            if client.read_tls(&mut slice).unwrap() == 0 {
+                break;
+            }
+            let st = client.process_new_packets().unwrap();
+            let mut buf = vec![0; st.plaintext_bytes_to_read()];
+            client.reader().read_exact(&mut buf).unwrap();
+            plain += buf.len();
+            closed |= st.peer_has_closed();
+        }
+        (plain, closed)
+    }
+
+    fn fill(connection: &Connection) -> usize {
+        let data = vec![0x5a; 1024 * 1024];
+        let mut taken = 0;
+        loop {
+            match connection.write(&data) {
+                Ok(n) => taken += n,
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::WouldBlock);
+                    break;
+                }
+            }
+        }
+        taken
+    }
+
+    /// sslsocket_free of a non-blocking socket never waits for a peer that
+    /// does not read (an event loop's thread must not stall).
+    #[test]
+    fn freeing_a_nonblocking_socket_never_waits() {
+        let (connection, _peer, _client) = handshaken_with_client();
+        connection.set_blocking(false);
+        fill(&connection);
+        let started = std::time::Instant::now();
+        connection.release();
+        let took = started.elapsed();
+        // A blocking free waits up to 1 s for a stalled peer.
+        assert!(took < std::time::Duration::from_millis(800), "{took:?}");
+    }
+
+    /// A non-blocking disconnect queues close_notify behind the data; a
+    /// blocking disconnect afterwards sends all of it and ends the stream.
+    #[test]
+    fn a_blocking_disconnect_after_a_nonblocking_one_sends_everything() {
+        let (connection, peer, client) = handshaken_with_client();
+        connection.set_blocking(false);
+        let taken = fill(&connection);
+        connection.disconnect_from_host().unwrap();
+        assert!(connection.wants_write());
+        let reader = std::thread::spawn(move || drain(peer, client));
+        connection.set_blocking(true);
+        connection.disconnect_from_host().unwrap();
+        assert!(!connection.wants_write());
+        assert_eq!(reader.join().unwrap(), (taken, true));
+    }
+
+    /// The same through a blocking flush, and then a free delivers the rest.
+    #[test]
+    fn a_blocking_flush_and_free_after_a_nonblocking_disconnect_end_the_stream() {
+        for free in [false, true] {
+            let (connection, peer, client) = handshaken_with_client();
+            connection.set_blocking(false);
+            let taken = fill(&connection);
+            connection.disconnect_from_host().unwrap();
+            let reader = std::thread::spawn(move || drain(peer, client));
+            connection.set_blocking(true);
+            if free {
+                connection.release();
+            } else {
+                connection.flush().unwrap();
+            }
+            assert_eq!(reader.join().unwrap(), (taken, true), "free: {free}");
         }
     }
 }
