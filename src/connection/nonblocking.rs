@@ -279,6 +279,13 @@ mod tests {
     /// A server `Connection` whose TLS 1.3 handshake was done in memory, and
     /// the TCP stream of its peer (which never reads).
     fn handshaken() -> (Arc<Connection>, TcpStream) {
+        let (connection, peer, _client) = handshaken_with_client();
+        (connection, peer)
+    }
+
+    /// As `handshaken`, with the peer's TLS state, to read what was sent.
+    pub(super) fn handshaken_with_client() -> (Arc<Connection>, TcpStream, rustls::ClientConnection)
+    {
         let key_pair = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         let cert = params.self_signed(&key_pair).unwrap();
@@ -315,7 +322,7 @@ mod tests {
         let local = stream.local_addr().unwrap();
         let connection = Connection::new(stream, from, local, SslMode::Server, None);
         connection.install(rustls::Connection::Server(server), None);
-        (connection, peer)
+        (connection, peer, client)
     }
 
     #[test]
@@ -371,51 +378,10 @@ mod tests {
 /// Closing a socket that has ciphertext queued: what leaves, and when.
 #[cfg(test)]
 mod closing {
+    use super::tests::handshaken_with_client;
     use super::*;
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
     use std::io::Read;
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::Arc;
-
-    fn handshaken_with_client() -> (Arc<Connection>, TcpStream, rustls::ClientConnection) {
-        let key_pair = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let cert = params.self_signed(&key_pair).unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
-        let server_config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], key)
-            .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.der().clone()).unwrap();
-        let client_config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut server = rustls::ServerConnection::new(Arc::new(server_config)).unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
-        while server.is_handshaking() || client.is_handshaking() {
-            let mut flight = Vec::new();
-            while client.wants_write() {
-                client.write_tls(&mut flight).unwrap();
-            }
-            server.read_tls(&mut flight.as_slice()).unwrap();
-            server.process_new_packets().unwrap();
-            flight.clear();
-            while server.wants_write() {
-                server.write_tls(&mut flight).unwrap();
-            }
-            client.read_tls(&mut flight.as_slice()).unwrap();
-            client.process_new_packets().unwrap();
-        }
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (stream, from) = listener.accept().unwrap();
-        let local = stream.local_addr().unwrap();
-        let connection = Connection::new(stream, from, local, SslMode::Server, None);
-        connection.install(rustls::Connection::Server(server), None);
-        (connection, peer, client)
-    }
+    use std::net::TcpStream;
 
     /// Reads everything until EOF, decrypting: (plaintext bytes, close_notify seen).
     fn drain(mut peer: TcpStream, mut client: rustls::ClientConnection) -> (usize, bool) {
