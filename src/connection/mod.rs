@@ -644,28 +644,36 @@ impl Connection {
             return self.plain_read(buf);
         }
         loop {
-            let (outcome, tickets) = {
-                let mut io = self.io.lock();
-                if io.tls.is_none() {
-                    return Err(Error::invalid_state("the TLS handshake has not completed"));
-                }
-                let outcome = if io.plaintext > 0 {
-                    Some(Ok(take_plaintext(&mut io, buf)))
-                } else {
-                    io.end_of_read()
-                };
-                (outcome, io.tickets > 0)
-            };
-            // Tickets are reported by reads only, never by a getter that
-            // happened to take them in.
-            if tickets {
-                self.report_tickets();
-            }
-            if let Some(outcome) = outcome {
+            if let Some(outcome) = self.read_available(buf) {
                 return outcome;
             }
             self.receive(Wait::Forever);
         }
+    }
+
+    /// What a read returns without receiving: plaintext already decrypted,
+    /// or the end of input; `None` while more may come. Reports the tickets
+    /// taken in meanwhile: reads report them, never a getter that happened
+    /// to take them in.
+    fn read_available(&self, buf: &mut [u8]) -> Option<Result<usize>> {
+        let (outcome, tickets) = {
+            let mut io = self.io.lock();
+            if io.tls.is_none() {
+                return Some(Err(Error::invalid_state(
+                    "the TLS handshake has not completed",
+                )));
+            }
+            let outcome = if io.plaintext > 0 {
+                Some(Ok(take_plaintext(&mut io, buf)))
+            } else {
+                io.end_of_read()
+            };
+            (outcome, io.tickets > 0)
+        };
+        if tickets {
+            self.report_tickets();
+        }
+        outcome
     }
 
     /// Waits until plaintext is available (true), or the timeout passes or no

@@ -18,7 +18,7 @@ use rustix::net::{RecvFlags, SendFlags};
 use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 
-use super::{check_writable, take_plaintext, Connection, Input, Io, Wait};
+use super::{check_writable, Connection, Input, Io, Wait};
 use super::{MAX_FRAGMENT, RECORD_OVERHEAD};
 use crate::error::{Error, ErrorKind, Result};
 use crate::types::SslMode;
@@ -84,23 +84,7 @@ impl Connection {
             return self.plain_read_nonblocking(buf);
         }
         for attempt in 0..2 {
-            let (outcome, tickets) = {
-                let mut io = self.io.lock();
-                if io.tls.is_none() {
-                    return Err(Error::invalid_state("the TLS handshake has not completed"));
-                }
-                let outcome = if io.plaintext > 0 {
-                    Some(Ok(take_plaintext(&mut io, buf)))
-                } else {
-                    io.end_of_read()
-                };
-                (outcome, io.tickets > 0)
-            };
-            // Reads report tickets, as in blocking mode.
-            if tickets {
-                self.report_tickets();
-            }
-            if let Some(outcome) = outcome {
+            if let Some(outcome) = self.read_available(buf) {
                 return outcome;
             }
             if attempt == 0 {
