@@ -170,7 +170,10 @@ fn connect_tcp(
             Ok(Some(left)) => TcpStream::connect_timeout(&address, left),
         };
         match attempt {
-            Ok(stream) => return connection_over(stream, mode, Some(host.to_string())),
+            Ok(stream) => {
+                return Connection::over_stream(stream, mode, Some(host.to_string()))
+                    .map_err(|(error, _)| error)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(timed_out(deadline)),
             Err(e) => {
                 last_error = Error::new(
@@ -181,21 +184,6 @@ fn connect_tcp(
         }
     }
     Err(last_error)
-}
-
-/// A connection over a connected TCP stream.
-fn connection_over(
-    stream: TcpStream,
-    mode: SslMode,
-    host: Option<String>,
-) -> Result<Arc<Connection>> {
-    // Records go out whole per write call, so Nagle only adds latency.
-    let _ = stream.set_nodelay(true);
-    let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
-        (Ok(peer), Ok(local)) => (peer, local),
-        (Err(e), _) | (_, Err(e)) => return Err(Error::new(ErrorKind::Io, os_reason(&e))),
-    };
-    Ok(Connection::new(stream, peer, local, mode, host))
 }
 
 /// The addresses of `host`, within the deadline. getaddrinfo cannot be
@@ -347,7 +335,7 @@ fn refused(
         Failure::NotTls(_) | Failure::Internal(_) | Failure::Unreadable(..) => {
             Error::new(ErrorKind::Tls, "the TLS handshake failed")
         }
-        Failure::Tls(err, alert) => {
+        Failure::Tls(err, alert) | Failure::Refused(err, alert) => {
             if let rustls::Error::AlertReceived(description) = &err {
                 let alert_type = AlertType::from_wire(u8::from(*description));
                 events.emit(EventKind::AlertReceived, || {

@@ -83,6 +83,9 @@ pub(crate) enum Failure {
     /// rustls refused the handshake; the fatal alert to send for it, when
     /// one can go out.
     Tls(rustls::Error, Option<FatalAlert>),
+    /// The peer's certificate chain (of a resumed session) was judged and
+    /// refused; its errors were reported then. The alert to send, if any.
+    Refused(rustls::Error, Option<FatalAlert>),
     /// rustls refused the peer's bytes before parsing them (corrupt framing,
     /// a handshake message over 64 KiB); the alert to send for it.
     Unreadable(String, AlertType),
@@ -213,7 +216,7 @@ pub(crate) fn complete(
                 // Nothing of the resumed session has been sent: a server
                 // can still refuse it with a plaintext alert.
                 let alert = outgoing.own_alert(tls, refusal.alert);
-                return Err(Failure::Tls(refusal.error, alert));
+                return Err(Failure::Refused(refusal.error, alert));
             }
         }
     }
@@ -463,6 +466,13 @@ fn fail(
                 format!("the TLS handshake failed: {err}"),
             )
         }
+        Failure::Refused(err, alert) => {
+            send_alert(connection, events, &err, alert);
+            (
+                SocketError::SslHandshakeFailed,
+                format!("the TLS handshake failed: {err}"),
+            )
+        }
     };
     connection.set_error(error, text.clone());
     connection.abort();
@@ -490,9 +500,9 @@ fn reject(
                     .describe(format!("the client sent a fatal alert: {description:?}"))
             });
         }
-        // rustls refused a missing certificate itself (a full handshake);
-        // a resumed session's refusal was reported when it was judged.
-        rustls::Error::NoCertificatesPresented if connection.ssl_handshake_errors().is_empty() => {
+        // rustls refused a missing certificate itself, before any verifier
+        // call could report it.
+        rustls::Error::NoCertificatesPresented => {
             if let Some(policy) = tls.client_auth() {
                 let errors = [SslError::new(SslErrorCode::NoPeerCertificate, None)];
                 verify::report_errors(policy, connection, events, &errors);
@@ -500,6 +510,17 @@ fn reject(
         }
         _ => {}
     }
+    send_alert(connection, events, err, alert);
+}
+
+/// Sends the fatal alert of a refused handshake (if one can go out),
+/// reports it, and closes.
+fn send_alert(
+    connection: &Arc<Connection>,
+    events: &EventSink,
+    err: &rustls::Error,
+    alert: Option<FatalAlert>,
+) {
     let Some(FatalAlert {
         bytes,
         alert: alert_type,

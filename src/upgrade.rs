@@ -130,23 +130,8 @@ pub fn wrap(stream: TcpStream) -> std::result::Result<Arc<Connection>, (Error, T
     if let Err(why) = check_descriptor(stream.as_fd()) {
         return Err((Error::invalid_argument(format!("the socket {why}")), stream));
     }
-    let addresses = stream
-        .peer_addr()
-        .and_then(|peer| Ok((peer, stream.local_addr()?)));
-    let (peer, local) = match addresses {
-        Ok(addresses) => addresses,
-        Err(e) => return Err((Error::new(ErrorKind::Io, os_reason(&e)), stream)),
-    };
     if let Err(e) = stream.set_nonblocking(false) {
         return Err((Error::new(ErrorKind::Io, os_reason(&e)), stream));
     }
-    // Records go out whole per write call, so Nagle only adds latency.
-    let _ = stream.set_nodelay(true);
-    Ok(Connection::new(
-        stream,
-        peer,
-        local,
-        SslMode::Unencrypted,
-        None,
-    ))
+    Connection::over_stream(stream, SslMode::Unencrypted, None)
 }

@@ -413,6 +413,26 @@ impl Connection {
         })
     }
 
+    /// A connection over a connected TCP stream, its addresses read and
+    /// Nagle off (records go out whole per write, so Nagle only adds
+    /// latency). The stream comes back with the error if its addresses
+    /// cannot be read.
+    pub(crate) fn over_stream(
+        stream: TcpStream,
+        mode: SslMode,
+        host: Option<String>,
+    ) -> std::result::Result<Arc<Self>, (Error, TcpStream)> {
+        let addresses = stream
+            .peer_addr()
+            .and_then(|peer| Ok((peer, stream.local_addr()?)));
+        let (peer, local) = match addresses {
+            Ok(addresses) => addresses,
+            Err(e) => return Err((Error::new(ErrorKind::Io, os_reason(&e)), stream)),
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(Self::new(stream, peer, local, mode, host))
+    }
+
     /// UNENCRYPTED, or the side of TLS this socket is (or is becoming).
     pub fn mode(&self) -> SslMode {
         SslMode::from_u8(self.mode.load(Ordering::Acquire))
@@ -464,9 +484,12 @@ impl Connection {
 
     /// Where this socket's own events go (`sslsocket_register_callback`).
     pub(crate) fn events(&self) -> EventSink {
+        // A socket's events stop only with the socket: one flag that is
+        // never set serves them all.
+        static NEVER_CLOSING: OnceLock<Arc<AtomicBool>> = OnceLock::new();
         EventSink::new(
             self.callbacks.get_or_init(Arc::default).clone(),
-            Arc::new(AtomicBool::new(false)),
+            NEVER_CLOSING.get_or_init(Arc::default).clone(),
         )
     }
 
