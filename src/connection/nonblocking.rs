@@ -417,6 +417,8 @@ mod closing {
         let took = started.elapsed();
         // A blocking free waits up to 1 s for a stalled peer.
         assert!(took < std::time::Duration::from_millis(800), "{took:?}");
+        // The same, without a clock: the waiting path arms a send timeout.
+        assert_eq!(connection.stream().write_timeout().unwrap(), None);
     }
 
     /// A non-blocking disconnect queues close_notify behind the data; a
