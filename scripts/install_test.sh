@@ -90,8 +90,12 @@ run_consumer() { # binary shared(yes/no)
   needed="$(readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(libsslserver[^]]*\)\].*/\1/p')"
   if [[ $2 == yes ]]; then
     [[ "$needed" == "$soname" ]] || fail "$1 needs '$needed', expected the SONAME $soname"
-    env -i PATH=/usr/bin:/bin ldd "$1" | grep -q "$soname => $lib/$soname " ||
-      { env -i PATH=/usr/bin:/bin ldd "$1"; fail "$1 does not load $lib/$soname"; }
+    # Captured first: `ldd | grep -q` under pipefail fails at random when
+    # grep stops reading early and ldd dies of SIGPIPE.
+    local loaded
+    loaded="$(env -i PATH=/usr/bin:/bin ldd "$1")"
+    [[ "$loaded" == *"$soname => $lib/$soname "* ]] ||
+      { echo "$loaded"; fail "$1 does not load $lib/$soname"; }
   else
     [[ -z "$needed" ]] || fail "$1 links libsslserver dynamically"
   fi
