@@ -174,6 +174,14 @@ fn one_address_cannot_take_more_than_its_peers_with_anonymous_clients() {
         client.wait_line("Cipher is ECDHE-");
         clients.push(client);
     }
+    // The client may print its cipher a moment before the server's thread
+    // counts the handshake: wait for the count, within a generous bound.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.stats().handshakes_completed < PER_ADDRESS as u64
+        && std::time::Instant::now() < until
+    {
+        std::thread::yield_now();
+    }
     assert_eq!(server.stats().handshakes_completed, PER_ADDRESS as u64);
 
     // One more port of the same address: refused, though no handshake of
