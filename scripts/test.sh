@@ -17,8 +17,8 @@
 #   3. --full: scripts/fuzz.sh --quick (FUZZ_QUICK_SECONDS, default 5 s per
 #      target; installs cargo-fuzz, first build ~10 min) and
 #      bench/run.sh --smoke.
-# Installs cmake first if it is missing. Prints how long each step took and
-# exits non-zero if any step failed (the others still run).
+# Installs cmake and haproxy first if they are missing. Prints how long each
+# step took and exits non-zero if any step failed (the others still run).
 # SSLSERVER_SKIP_CARGO_TEST=1 skips step 2a (for iterating on the C side).
 set -euo pipefail
 
@@ -63,7 +63,22 @@ summary() {
   printf '\n==> all tests passed\n'
 }
 
+# The fleet ctest cases put HAProxy (Debian's package) in front of
+# echo_server; like cmake, it is installed when missing.
+ensure_haproxy() {
+  export PATH="$PATH:/usr/sbin"
+  command -v haproxy >/dev/null 2>&1 && return 0
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "haproxy not found; installing it with apt-get" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; } >&2 || true
+  fi
+  command -v haproxy >/dev/null 2>&1 && return 0
+  echo "haproxy is missing and cannot be installed here: apt-get install haproxy (as root)" >&2
+  return 1
+}
+
 step "ensure cmake" ensure_cmake
+step "ensure haproxy" ensure_haproxy
 
 # The C side needs the shared and static libraries, which only a library
 # build makes; the test build links the rlib, and (with the dev-dependencies'

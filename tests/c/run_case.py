@@ -31,6 +31,7 @@ import cases_client  # noqa: F401
 import cases_client_certs  # noqa: F401
 import cases_dtls  # noqa: F401
 import cases_epoll  # noqa: F401
+import cases_fleet  # noqa: F401
 import cases_http  # noqa: F401
 import cases_server_lifecycle  # noqa: F401
 import cases_starttls  # noqa: F401
