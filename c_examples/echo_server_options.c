@@ -307,6 +307,12 @@ static bool set_ocsp(sslconfig *cfg)
     uint8_t *der = read_file(opts.ocsp, &len);
     if (!der)
         return false;
+    if (len == 0) {
+        /* The library takes length 0 as "no response": say what is wrong. */
+        fprintf(stderr, "echo_server: %s: empty file\n", opts.ocsp);
+        free(der);
+        return false;
+    }
     bool ok = check(sslconfig_set_ocsp_response(cfg, der, len), opts.ocsp);
     free(der);
     return ok;
