@@ -18,7 +18,7 @@
 # inputs (fuzz/regressions/TARGET) and grows a working corpus under
 # $CARGO_TARGET_DIR/corpus/TARGET (not committed). A crash stops the run
 # with its input in fuzz/artifacts/TARGET/; copy the input to
-# fuzz/regressions/TARGET/ so `cargo test --test hostile` replays it.
+# fuzz/regressions/TARGET/ so `cargo test --test fuzz_inputs` replays it.
 # Exits non-zero if any target crashed.
 set -euo pipefail
 

@@ -1,7 +1,7 @@
 //! What the fuzz targets run, with the oracles that judge each input.
 //!
 //! This file is the library of the fuzz crate (`sslserver_fuzz`), and
-//! `tests/hostile.rs` includes it as a module to replay the committed corpus
+//! `tests/fuzz_inputs.rs` includes it as a module to replay the committed corpus
 //! and crash inputs under `cargo test`, with no libFuzzer. So it uses only
 //! `sslserver`, `rustls` and `std`.
 //!

@@ -467,7 +467,7 @@ pub fn openssl_req_x509(cn: &str) -> Identity {
 
 // ---------------------------------------------------------------------------
 // Helpers for the hostile-client, descriptor-exhaustion and C API misuse
-// tests (tests/hostile.rs, tests/descriptor_exhaustion.rs,
+// tests (tests/hostile.rs, tests/garbage.rs, tests/descriptor_exhaustion.rs,
 // tests/c_api_misuse.rs).
 
 /// The library's threads in this process, as (tid, name): those whose name
