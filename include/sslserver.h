@@ -610,6 +610,34 @@ enum sslserver_result sslconfig_set_ssl_errors_callback(struct sslconfig *cfg,
                                                         sslconfig_ssl_errors_callback cb,
                                                         void *userdata);
 
+// Server: shares session tickets across processes and hosts. Each of the
+// `count` files at `paths` holds one key in nginx's ssl_session_ticket_key
+// format: 48 or 80 random bytes (`openssl rand 80 > ticket.key`), the
+// first 16 of which name the key. The first file's key seals new tickets;
+// every file's key opens tickets sealed with it, so rotate by putting a
+// new file first and dropping the oldest later. Every server (in this
+// process or another) configured with the same files resumes the others'
+// sessions, for TLS 1.3 and TLS 1.2 clients. The tickets themselves are
+// this library's own format (nginx cannot read them, nor this library
+// nginx's). The files are read by this call: to rotate, call it again and
+// pass the configuration to sslserver_set_config.
+//
+// count 0 (paths may then be NULL) goes back to the default: a random
+// key of each server's own. A missing or unreadable file gives
+// SSLSERVER_ERROR_IO, a file of another size, a directory or two files
+// with the same key name give SSLSERVER_ERROR_INVALID_ARGUMENT; each
+// message names the file. On failure the configuration is unchanged.
+// Client mode ignores ticket keys.
+enum sslserver_result sslconfig_set_session_ticket_keys_files(struct sslconfig *cfg,
+                                                              const char *const *paths,
+                                                              size_t count);
+
+// Server: whether to issue session tickets (default true). With false, no
+// ticket is sent: TLS 1.3 clients cannot resume at all, TLS 1.2 clients
+// still resume through the server's session-ID cache (in this process
+// only). Client mode ignores it.
+enum sslserver_result sslconfig_set_session_tickets(struct sslconfig *cfg, bool enabled);
+
 // Creates a DTLS server (not listening, no PSK callback, no identity hint).
 // NULL only if out of memory.
 struct dtlsserver *dtlsserver_new(void);

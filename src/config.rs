@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::client::ClientContext;
 use crate::error::{Error, Result};
 use crate::events::SslError;
+use crate::tickets::FileTicketer;
 use crate::tls::ServerTls;
 use crate::trust::IgnoredErrors;
 use crate::types::{PeerVerifyMode, Protocol, SslErrorCode};
@@ -59,6 +60,11 @@ pub struct TlsConfig {
     /// the server TLS material built on first use and shared the same way,
     /// so a client resumes its session on the next socket.
     server_tls: Arc<parking_lot::Mutex<Option<Arc<ServerTls>>>>,
+    /// Server: the keys of session tickets shared with other processes
+    /// (`None`: a random key of each server's own).
+    ticket_keys: Option<Arc<FileTicketer>>,
+    /// Server: whether to issue session tickets at all.
+    session_tickets: bool,
 }
 
 impl Default for TlsConfig {
@@ -75,6 +81,8 @@ impl Default for TlsConfig {
             ssl_errors_callback: None,
             client_context: Arc::default(),
             server_tls: Arc::default(),
+            ticket_keys: None,
+            session_tickets: true,
         }
     }
 }
@@ -220,6 +228,34 @@ impl TlsConfig {
 
     pub(crate) fn ignored_errors(&self) -> &IgnoredErrors {
         &self.ignored_errors
+    }
+
+    /// Server: session tickets sealed with the keys in these files, in
+    /// nginx's format (see `tickets`); the first key seals new tickets,
+    /// every key opens old ones. No paths: back to a random key per server.
+    pub fn set_session_ticket_keys_files(&mut self, paths: &[String]) -> Result<()> {
+        let keys = if paths.is_empty() {
+            None
+        } else {
+            Some(Arc::new(FileTicketer::from_files(paths)?))
+        };
+        self.changed();
+        self.ticket_keys = keys;
+        Ok(())
+    }
+
+    pub(crate) fn ticket_keys(&self) -> Option<&Arc<FileTicketer>> {
+        self.ticket_keys.as_ref()
+    }
+
+    /// Server: whether to issue session tickets (default true).
+    pub fn set_session_tickets(&mut self, enabled: bool) {
+        self.changed();
+        self.session_tickets = enabled;
+    }
+
+    pub fn session_tickets(&self) -> bool {
+        self.session_tickets
     }
 
     /// Client mode: asked about server-certificate errors not ignored up front.

@@ -27,7 +27,8 @@ pub(crate) struct ServerTls {
     versions: &'static [&'static SupportedProtocolVersion],
     alpn_protocols: Vec<Vec<u8>>,
     client_auth: Option<Arc<ClientAuthPolicy>>,
-    ticketer: Arc<dyn ProducesTickets>,
+    /// `None`: no tickets (session tickets turned off).
+    ticketer: Option<Arc<dyn ProducesTickets>>,
     session_storage: Arc<dyn StoresServerSessions>,
     /// The config every connection shares when no client certificate is requested.
     shared: Option<Arc<ServerConfig>>,
@@ -42,12 +43,18 @@ impl ServerTls {
                 Error::private_key("the configuration has no private key")
             }
         })?;
-        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {
-            Error::new(
-                crate::ErrorKind::Tls,
-                format!("cannot create a session ticketer: {e}"),
-            )
-        })?;
+        let ticketer: Option<Arc<dyn ProducesTickets>> = match config.ticket_keys() {
+            _ if !config.session_tickets() => None,
+            // The same files give the same keys, in this process and every
+            // other: tickets outlive this ServerTls and cross processes.
+            Some(keys) => Some(keys.clone()),
+            None => Some(rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {
+                Error::new(
+                    crate::ErrorKind::Tls,
+                    format!("cannot create a session ticketer: {e}"),
+                )
+            })?),
+        };
         let mut tls = ServerTls {
             certificate: Arc::new(OneCertificate(certified_key)),
             versions: protocol_versions(config.protocol())?,
@@ -98,7 +105,13 @@ impl ServerTls {
         };
         let mut config = builder.with_cert_resolver(self.certificate.clone());
         config.alpn_protocols = self.alpn_protocols.clone();
-        config.ticketer = self.ticketer.clone();
+        match &self.ticketer {
+            Some(ticketer) => config.ticketer = ticketer.clone(),
+            // Without a ticketer rustls would still send TLS 1.3 tickets
+            // naming sessions in its cache; off means none at all. TLS 1.2
+            // clients still resume by session ID from the cache.
+            None => config.send_tls13_tickets = 0,
+        }
         config.session_storage = self.session_storage.clone();
         Ok(config)
     }
