@@ -638,6 +638,32 @@ enum sslserver_result sslconfig_set_session_ticket_keys_files(struct sslconfig *
 // only). Client mode ignores it.
 enum sslserver_result sslconfig_set_session_tickets(struct sslconfig *cfg, bool enabled);
 
+// Server: one more certificate, served to clients that ask for
+// `server_name` by SNI. `server_name` is a host name ("www.example.com",
+// matched without regard to case) or a wildcard for one label in front of
+// a name of two labels or more ("*.example.com" matches "a.example.com",
+// not "example.com" nor "a.b.example.com"); an exact name wins over a
+// wildcard. Clients that send no name, or a name no entry matches, get
+// the chain set with sslconfig_set_certificate_chain_*, which stays
+// required. The same server_name again replaces its entry.
+//
+// The chain (PEM, leaf first) and the key (as for
+// sslconfig_set_private_key_file, `passphrase` NULL if the key is not
+// encrypted) are read and checked by this call; errors name the file:
+// SSLSERVER_ERROR_IO (unreadable), SSLSERVER_ERROR_CERTIFICATE,
+// SSLSERVER_ERROR_PRIVATE_KEY (bad or not matching the certificate). An
+// empty name, "*", a wildcard over one label ("*.com"), a wildcard that
+// is not the whole leftmost label, an address or an invalid DNS name give
+// SSLSERVER_ERROR_INVALID_ARGUMENT. The library does not check that the
+// certificate names server_name. On failure nothing changes. The OCSP
+// response (sslconfig_set_ocsp_response) is stapled to the default chain
+// only. Client mode ignores these certificates.
+enum sslserver_result sslconfig_add_sni_certificate_files(struct sslconfig *cfg,
+                                                          const char *server_name,
+                                                          const char *chain_path,
+                                                          const char *key_path,
+                                                          const char *passphrase);
+
 // Creates a DTLS server (not listening, no PSK callback, no identity hint).
 // NULL only if out of memory.
 struct dtlsserver *dtlsserver_new(void);

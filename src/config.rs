@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::client::ClientContext;
 use crate::error::{Error, Result};
 use crate::events::SslError;
+use crate::sni::{ServerNamePattern, SniCertificates};
 use crate::tickets::FileTicketer;
 use crate::tls::ServerTls;
 use crate::trust::IgnoredErrors;
@@ -65,6 +66,8 @@ pub struct TlsConfig {
     ticket_keys: Option<Arc<FileTicketer>>,
     /// Server: whether to issue session tickets at all.
     session_tickets: bool,
+    /// Server: more certificates, chosen by the name a client asks for.
+    sni: SniCertificates,
 }
 
 impl Default for TlsConfig {
@@ -83,6 +86,7 @@ impl Default for TlsConfig {
             server_tls: Arc::default(),
             ticket_keys: None,
             session_tickets: true,
+            sni: SniCertificates::default(),
         }
     }
 }
@@ -246,6 +250,34 @@ impl TlsConfig {
 
     pub(crate) fn ticket_keys(&self) -> Option<&Arc<FileTicketer>> {
         self.ticket_keys.as_ref()
+    }
+
+    /// Server: serves the chain at `chain_path` (with the key at
+    /// `key_path`) to clients asking for `server_name` by SNI: an exact
+    /// name or `*.example.com`. Checked as the default chain and key are;
+    /// errors name the file. The same name again replaces its entry.
+    pub fn add_sni_certificate_files(
+        &mut self,
+        server_name: &str,
+        chain_path: &str,
+        key_path: &str,
+        passphrase: Option<&str>,
+    ) -> Result<()> {
+        let pattern = ServerNamePattern::parse(server_name)?;
+        let chain =
+            parse_certificates(&read_file(chain_path)?).map_err(|e| e.context(chain_path))?;
+        let key = parse_private_key(&read_file(key_path)?, passphrase)
+            .map_err(|e| e.context(key_path))?;
+        check_key_matches(&chain, &key)
+            .map_err(|e| e.context(format!("{chain_path} and {key_path}")))?;
+        self.changed();
+        self.sni
+            .insert(pattern, Arc::new(CertifiedKey::new(chain, key)));
+        Ok(())
+    }
+
+    pub(crate) fn sni_certificates(&self) -> &SniCertificates {
+        &self.sni
     }
 
     /// Server: whether to issue session tickets (default true).

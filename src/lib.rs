@@ -19,6 +19,7 @@ pub mod ffi;
 mod handshake;
 mod notification;
 pub mod server;
+mod sni;
 mod tickets;
 mod tls;
 mod trust;

@@ -6,24 +6,21 @@
 use std::sync::Arc;
 
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{
-    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
-    StoresServerSessions,
-};
-use rustls::sign::CertifiedKey;
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
 use crate::config::{crypto_provider, protocol_versions, TlsConfig};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::events::EventSink;
+use crate::sni::CertificateByName;
 use crate::verify::{ClientAuthPolicy, PeerVerifier};
 
 /// How many TLS 1.2 session IDs the server remembers for resumption.
 const SESSION_CACHE_SIZE: usize = 1024;
 
 pub(crate) struct ServerTls {
-    certificate: Arc<OneCertificate>,
+    certificate: Arc<CertificateByName>,
     versions: &'static [&'static SupportedProtocolVersion],
     alpn_protocols: Vec<Vec<u8>>,
     client_auth: Option<Arc<ClientAuthPolicy>>,
@@ -56,7 +53,10 @@ impl ServerTls {
             })?),
         };
         let mut tls = ServerTls {
-            certificate: Arc::new(OneCertificate(certified_key)),
+            certificate: Arc::new(CertificateByName {
+                default: certified_key,
+                by_name: config.sni_certificates().clone(),
+            }),
             versions: protocol_versions(config.protocol())?,
             alpn_protocols: config.alpn_protocols().to_vec(),
             client_auth: ClientAuthPolicy::new(config)?,
@@ -114,16 +114,5 @@ impl ServerTls {
         }
         config.session_storage = self.session_storage.clone();
         Ok(config)
-    }
-}
-
-/// Serves the same certificate to every client, whatever name it asks for
-/// (as QSslServer does).
-#[derive(Debug)]
-struct OneCertificate(Arc<CertifiedKey>);
-
-impl ResolvesServerCert for OneCertificate {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
     }
 }

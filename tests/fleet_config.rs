@@ -267,3 +267,115 @@ fn tickets_turned_off_send_no_ticket_and_tls13_does_not_resume() {
     assert!(!resumed(&server, &tls12));
     assert!(resumed(&server, &tls12), "TLS 1.2 by session ID");
 }
+
+/// A self-signed certificate for `name`, as chain and key files.
+fn certificate_files(name: &str) -> (PathBuf, PathBuf) {
+    let identity = self_signed(name);
+    let file_name = name.replace('*', "star");
+    (
+        temp_file(&format!("{file_name}.pem"), identity.cert_pem.as_bytes()),
+        temp_file(&format!("{file_name}.key"), identity.key_pem.as_bytes()),
+    )
+}
+
+/// The subject of the certificate the server sends for `sni` (None: the
+/// client sends no name).
+fn subject_served(server: &TestServer, ca: &Path, sni: Option<&str>) -> String {
+    let served = serve_once(server);
+    let name_args = match sni {
+        Some(name) => vec!["-servername", name],
+        None => vec!["-noservername"],
+    };
+    let out = s_client(server.port, ca, &name_args, b"which certificate?\n");
+    served.join().unwrap();
+    let stdout = stdout_of(&out);
+    let subject = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("subject="))
+        .unwrap_or_else(|| panic!("no certificate for {sni:?}: {stdout}"));
+    // "CN = name" or "CN=name", depending on the openssl version.
+    subject
+        .replace(' ', "")
+        .trim_start_matches("CN=")
+        .to_string()
+}
+
+#[test]
+fn sni_chooses_exact_then_wildcard_then_the_default() {
+    let default = self_signed("default.example.com");
+    let mut config = server_config(&default, PeerVerifyMode::VerifyNone, None);
+    for name in ["www.example.com", "*.example.com", "*.example.org"] {
+        let (chain, key) = certificate_files(name);
+        config
+            .add_sni_certificate_files(name, chain.to_str().unwrap(), key.to_str().unwrap(), None)
+            .unwrap();
+    }
+    let server = TestServer::start(&config);
+    let ca = ca_file(&TestCa::new("unused"), "sni-ca.pem");
+    for (asked, expected) in [
+        (Some("www.example.com"), "www.example.com"),
+        (Some("WWW.Example.COM"), "www.example.com"),
+        (Some("api.example.com"), "*.example.com"),
+        (Some("a.example.org"), "*.example.org"),
+        // A wildcard covers one label only, and not the bare name.
+        (Some("a.b.example.com"), "default.example.com"),
+        (Some("example.com"), "default.example.com"),
+        (Some("other.test"), "default.example.com"),
+        (None, "default.example.com"),
+    ] {
+        assert_eq!(subject_served(&server, &ca, asked), expected, "{asked:?}");
+    }
+}
+
+#[test]
+fn sni_entries_are_checked_when_added() {
+    let mut config = server_config(&self_signed("d.test"), PeerVerifyMode::VerifyNone, None);
+    let (chain, key) = certificate_files("sni-check.example.com");
+    let (_, other_key) = certificate_files("sni-other.example.com");
+    let (chain, key, other_key) = (
+        chain.to_str().unwrap(),
+        key.to_str().unwrap(),
+        other_key.to_str().unwrap(),
+    );
+    for name in [
+        "",
+        "*",
+        "*.com",
+        "a.*.example.com",
+        "w*.example.com",
+        "127.0.0.1",
+    ] {
+        let err = config
+            .add_sni_certificate_files(name, chain, key, None)
+            .expect_err(name);
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{name}");
+        assert!(
+            err.message().contains(&format!("'{name}'")),
+            "{}",
+            err.message()
+        );
+    }
+    let missing = "/nonexistent/sni-chain.pem";
+    let garbage = temp_file("sni-garbage.pem", b"not a certificate");
+    let garbage = garbage.to_str().unwrap();
+    for (chain, key, kind, named) in [
+        (missing, key, ErrorKind::Io, missing),
+        (chain, missing, ErrorKind::Io, missing),
+        (garbage, key, ErrorKind::Certificate, garbage),
+        (chain, garbage, ErrorKind::PrivateKey, garbage),
+        (chain, other_key, ErrorKind::PrivateKey, other_key),
+    ] {
+        let err = config
+            .add_sni_certificate_files("x.example.com", chain, key, None)
+            .expect_err(named);
+        assert_eq!(err.kind(), kind, "{}", err.message());
+        assert!(err.message().contains(named), "{}", err.message());
+    }
+    // Nothing was added: the default answers that name.
+    let server = TestServer::start(&config);
+    let ca = ca_file(&TestCa::new("unused"), "sni-check-ca.pem");
+    assert_eq!(
+        subject_served(&server, &ca, Some("x.example.com")),
+        "d.test"
+    );
+}

@@ -441,6 +441,48 @@ pub extern "C" fn sslconfig_set_session_tickets(
     })
 }
 
+/// Server: one more certificate, served to clients that ask for
+/// `server_name` by SNI. `server_name` is a host name ("www.example.com",
+/// matched without regard to case) or a wildcard for one label in front of
+/// a name of two labels or more ("*.example.com" matches "a.example.com",
+/// not "example.com" nor "a.b.example.com"); an exact name wins over a
+/// wildcard. Clients that send no name, or a name no entry matches, get
+/// the chain set with sslconfig_set_certificate_chain_*, which stays
+/// required. The same server_name again replaces its entry.
+///
+/// The chain (PEM, leaf first) and the key (as for
+/// sslconfig_set_private_key_file, `passphrase` NULL if the key is not
+/// encrypted) are read and checked by this call; errors name the file:
+/// SSLSERVER_ERROR_IO (unreadable), SSLSERVER_ERROR_CERTIFICATE,
+/// SSLSERVER_ERROR_PRIVATE_KEY (bad or not matching the certificate). An
+/// empty name, "*", a wildcard over one label ("*.com"), a wildcard that
+/// is not the whole leftmost label, an address or an invalid DNS name give
+/// SSLSERVER_ERROR_INVALID_ARGUMENT. The library does not check that the
+/// certificate names server_name. On failure nothing changes. The OCSP
+/// response (sslconfig_set_ocsp_response) is stapled to the default chain
+/// only. Client mode ignores these certificates.
+#[no_mangle]
+pub extern "C" fn sslconfig_add_sni_certificate_files(
+    cfg: *mut sslconfig,
+    server_name: *const c_char,
+    chain_path: *const c_char,
+    key_path: *const c_char,
+    passphrase: *const c_char,
+) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes NUL-terminated strings (passphrase may be NULL).
+        let (server_name, chain_path, key_path, passphrase) = unsafe {
+            (
+                required_text(server_name, "server_name")?,
+                required_text(chain_path, "chain_path")?,
+                required_text(key_path, "key_path")?,
+                text(passphrase, "passphrase")?,
+            )
+        };
+        Ok(c.add_sni_certificate_files(server_name, chain_path, key_path, passphrase)?)
+    })
+}
+
 /// The configuration behind a handle, for sslserver_set_config.
 pub(crate) fn snapshot(cfg: *const sslconfig) -> Result<TlsConfig, Failure> {
     // SAFETY: the caller passes NULL or a live handle.
