@@ -664,6 +664,22 @@ enum sslserver_result sslconfig_add_sni_certificate_files(struct sslconfig *cfg,
                                                           const char *key_path,
                                                           const char *passphrase);
 
+// Server: staples the OCSP response `der` (`len` bytes, DER, as `openssl
+// ocsp -respout` writes it) to the default certificate chain, for clients
+// that ask for one (status_request). The response must be a complete
+// OCSPResponse with status successful; anything else gives
+// SSLSERVER_ERROR_INVALID_ARGUMENT and changes nothing. Its signature,
+// dates and the certificate it speaks for are not checked here (clients
+// check them). len 0 (der may be NULL) removes it. The response belongs to
+// one certificate: setting a new chain (sslconfig_set_certificate_chain_*,
+// sslconfig_generate_self_signed) removes it, so set it after the chain.
+// SNI certificates get no stapled response. Refresh it before it expires
+// by calling again and passing the configuration to sslserver_set_config.
+// Client mode ignores it.
+enum sslserver_result sslconfig_set_ocsp_response(struct sslconfig *cfg,
+                                                  const uint8_t *der,
+                                                  size_t len);
+
 // Creates a DTLS server (not listening, no PSK callback, no identity hint).
 // NULL only if out of memory.
 struct dtlsserver *dtlsserver_new(void);

@@ -68,6 +68,9 @@ pub struct TlsConfig {
     session_tickets: bool,
     /// Server: more certificates, chosen by the name a client asks for.
     sni: SniCertificates,
+    /// Server: the OCSP response stapled to the default chain. It speaks
+    /// for one certificate, so a new chain drops it.
+    ocsp_response: Option<Vec<u8>>,
 }
 
 impl Default for TlsConfig {
@@ -87,6 +90,7 @@ impl Default for TlsConfig {
             ticket_keys: None,
             session_tickets: true,
             sni: SniCertificates::default(),
+            ocsp_response: None,
         }
     }
 }
@@ -116,6 +120,7 @@ impl TlsConfig {
         }
         self.changed();
         self.chain = chain;
+        self.ocsp_response = None;
         Ok(())
     }
 
@@ -165,6 +170,7 @@ impl TlsConfig {
         self.changed();
         self.chain = vec![cert.der().clone()];
         self.key = Some(key);
+        self.ocsp_response = None;
         Ok(())
     }
 
@@ -278,6 +284,24 @@ impl TlsConfig {
 
     pub(crate) fn sni_certificates(&self) -> &SniCertificates {
         &self.sni
+    }
+
+    /// Server: the DER OCSP response to staple to the default chain (empty:
+    /// none). Set it after the chain: setting a chain drops it.
+    pub fn set_ocsp_response(&mut self, der: &[u8]) -> Result<()> {
+        let response = if der.is_empty() {
+            None
+        } else {
+            crate::ocsp::check_response(der)?;
+            Some(der.to_vec())
+        };
+        self.changed();
+        self.ocsp_response = response;
+        Ok(())
+    }
+
+    pub fn ocsp_response(&self) -> Option<&[u8]> {
+        self.ocsp_response.as_deref()
     }
 
     /// Server: whether to issue session tickets (default true).

@@ -18,6 +18,7 @@ pub mod events;
 pub mod ffi;
 mod handshake;
 mod notification;
+mod ocsp;
 pub mod server;
 mod sni;
 mod tickets;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
+use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
 use crate::config::{crypto_provider, protocol_versions, TlsConfig};
@@ -54,7 +55,10 @@ impl ServerTls {
         };
         let mut tls = ServerTls {
             certificate: Arc::new(CertificateByName {
-                default: certified_key,
+                default: Arc::new(CertifiedKey {
+                    ocsp: config.ocsp_response().map(<[u8]>::to_vec),
+                    ..(*certified_key).clone()
+                }),
                 by_name: config.sni_certificates().clone(),
             }),
             versions: protocol_versions(config.protocol())?,

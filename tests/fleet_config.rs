@@ -379,3 +379,142 @@ fn sni_entries_are_checked_when_added() {
         "d.test"
     );
 }
+
+/// Runs the openssl CLI in `dir`; panics with its output if it fails.
+fn openssl_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl CLI is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A real OCSP response for `leaf`, signed by `ca` with `openssl ocsp` as
+/// a responder (an empty index: the status is "unknown", but the response
+/// is a complete, successful one); and its text as openssl prints it.
+fn ocsp_response(ca: &TestCa, leaf: &Identity) -> (Vec<u8>, String) {
+    let dir = temp_file("marker", b"").parent().unwrap().join(format!(
+        "ocsp-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), &ca.identity.cert_pem).unwrap();
+    std::fs::write(dir.join("ca.key"), &ca.identity.key_pem).unwrap();
+    std::fs::write(dir.join("leaf.pem"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.join("index.txt"), b"").unwrap();
+    openssl_in(
+        &dir,
+        &["ocsp", "-issuer", "ca.pem", "-cert", "leaf.pem"]
+            .into_iter()
+            .chain(["-no_nonce", "-reqout", "req.der"])
+            .collect::<Vec<_>>(),
+    );
+    openssl_in(
+        &dir,
+        &["ocsp", "-index", "index.txt", "-rsigner", "ca.pem"]
+            .into_iter()
+            .chain(["-rkey", "ca.key", "-CA", "ca.pem", "-reqin", "req.der"])
+            .chain(["-respout", "resp.der", "-ndays", "1"])
+            .collect::<Vec<_>>(),
+    );
+    let text = openssl_in(
+        &dir,
+        &["ocsp", "-respin", "resp.der", "-resp_text", "-noverify"],
+    );
+    (std::fs::read(dir.join("resp.der")).unwrap(), text)
+}
+
+/// The lines of an OCSP response's text that identify it: when it was
+/// made and the serial number it speaks for (the first of each: s_client
+/// prints the response before anything else with such lines).
+fn identifying_lines(text: &str) -> Vec<String> {
+    ["Produced At:", "Serial Number:"]
+        .iter()
+        .map(|label| {
+            text.lines()
+                .map(str::trim)
+                .find(|l| l.starts_with(label))
+                .unwrap_or_else(|| panic!("no {label} in {text}"))
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn ocsp_response_is_stapled_to_the_default_certificate() {
+    let ca = TestCa::new("ocsp ca");
+    let leaf = ca.server();
+    let (der, text) = ocsp_response(&ca, &leaf);
+    let mut config = server_config(&leaf, PeerVerifyMode::VerifyNone, None);
+    config.set_ocsp_response(&der).unwrap();
+    let server = TestServer::start(&config);
+    let ca_path = ca_file(&ca, "ocsp-ca.pem");
+    for version in ["-tls1_3", "-tls1_2"] {
+        let served = serve_once(&server);
+        let out = s_client(server.port, &ca_path, &["-status", version], b"status?\n");
+        served.join().unwrap();
+        let stdout = stdout_of(&out);
+        assert!(
+            stdout.contains("OCSP Response Status: successful"),
+            "{version}: {stdout}"
+        );
+        assert_eq!(
+            identifying_lines(&stdout),
+            identifying_lines(&text),
+            "{version}"
+        );
+    }
+    // A new chain drops the response (it spoke for the old certificate);
+    // so does an empty one.
+    let mut renewed = config.clone();
+    renewed
+        .set_certificate_chain_pem(leaf.cert_pem.as_bytes())
+        .unwrap();
+    assert_eq!(renewed.ocsp_response(), None);
+    let mut cleared = config.clone();
+    cleared.set_ocsp_response(&[]).unwrap();
+    for config in [renewed, cleared] {
+        server.server.set_config(&config).unwrap();
+        let served = serve_once(&server);
+        let out = s_client(server.port, &ca_path, &["-status"], b"status?\n");
+        served.join().unwrap();
+        let stdout = stdout_of(&out);
+        assert!(
+            stdout.contains("OCSP response: no response sent"),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn bytes_that_are_not_a_successful_ocsp_response_are_refused() {
+    let ca = TestCa::new("ocsp ca");
+    let leaf = ca.server();
+    let (der, _) = ocsp_response(&ca, &leaf);
+    let mut config = server_config(&leaf, PeerVerifyMode::VerifyNone, None);
+    config.set_ocsp_response(&der).unwrap();
+    let mut longer = der.clone();
+    longer.push(0);
+    let try_later = [0x30, 0x03, 0x0a, 0x01, 0x03];
+    for bad in [
+        &b"garbage"[..],
+        &der[..der.len() - 1],
+        &longer,
+        &try_later,
+        leaf.cert_der.as_ref(),
+    ] {
+        let err = config.set_ocsp_response(bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.message().contains("OCSP response"), "{}", err.message());
+    }
+    assert_eq!(config.ocsp_response(), Some(&der[..]), "unchanged");
+}

@@ -483,6 +483,31 @@ pub extern "C" fn sslconfig_add_sni_certificate_files(
     })
 }
 
+/// Server: staples the OCSP response `der` (`len` bytes, DER, as `openssl
+/// ocsp -respout` writes it) to the default certificate chain, for clients
+/// that ask for one (status_request). The response must be a complete
+/// OCSPResponse with status successful; anything else gives
+/// SSLSERVER_ERROR_INVALID_ARGUMENT and changes nothing. Its signature,
+/// dates and the certificate it speaks for are not checked here (clients
+/// check them). len 0 (der may be NULL) removes it. The response belongs to
+/// one certificate: setting a new chain (sslconfig_set_certificate_chain_*,
+/// sslconfig_generate_self_signed) removes it, so set it after the chain.
+/// SNI certificates get no stapled response. Refresh it before it expires
+/// by calling again and passing the configuration to sslserver_set_config.
+/// Client mode ignores it.
+#[no_mangle]
+pub extern "C" fn sslconfig_set_ocsp_response(
+    cfg: *mut sslconfig,
+    der: *const u8,
+    len: usize,
+) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes `len` readable bytes at `der` (NULL with 0).
+        let der = unsafe { bytes(der, len, "der") }?;
+        Ok(c.set_ocsp_response(der)?)
+    })
+}
+
 /// The configuration behind a handle, for sslserver_set_config.
 pub(crate) fn snapshot(cfg: *const sslconfig) -> Result<TlsConfig, Failure> {
     // SAFETY: the caller passes NULL or a live handle.
