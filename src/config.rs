@@ -14,13 +14,14 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::version::{TLS12, TLS13};
-use rustls::SupportedProtocolVersion;
+use rustls::{SupportedCipherSuite, SupportedProtocolVersion};
 use sha2::{Digest, Sha256};
 
 use crate::client::ClientContext;
 use crate::error::{Error, Result};
 use crate::events::SslError;
 use crate::sni::{ServerNamePattern, SniCertificates};
+use crate::suites::{self, KxGroup};
 use crate::tickets::FileTicketer;
 use crate::tls::ServerTls;
 use crate::trust::IgnoredErrors;
@@ -71,6 +72,10 @@ pub struct TlsConfig {
     /// Server: the OCSP response stapled to the default chain. It speaks
     /// for one certificate, so a new chain drops it.
     ocsp_response: Option<Vec<u8>>,
+    /// The cipher suites and groups to use, in preference order (`None`:
+    /// the library's defaults).
+    cipher_suites: Option<Vec<SupportedCipherSuite>>,
+    kx_groups: Option<Vec<KxGroup>>,
 }
 
 impl Default for TlsConfig {
@@ -91,6 +96,8 @@ impl Default for TlsConfig {
             session_tickets: true,
             sni: SniCertificates::default(),
             ocsp_response: None,
+            cipher_suites: None,
+            kx_groups: None,
         }
     }
 }
@@ -302,6 +309,60 @@ impl TlsConfig {
 
     pub fn ocsp_response(&self) -> Option<&[u8]> {
         self.ocsp_response.as_deref()
+    }
+
+    /// The cipher suites to use, by IANA name, `:`-separated, most
+    /// preferred first ("TLS_AES_128_GCM_SHA256:TLS_ECDHE_ECDSA_WITH_...").
+    pub fn set_ciphers(&mut self, names: &str) -> Result<()> {
+        let suites = suites::parse_cipher_suites(names)?;
+        self.changed();
+        self.cipher_suites = Some(suites);
+        Ok(())
+    }
+
+    /// The key exchange groups to use, `:`-separated, most preferred first
+    /// ("X25519:secp256r1"; P-256, prime256v1 and P-384 are accepted too).
+    pub fn set_groups(&mut self, names: &str) -> Result<()> {
+        let groups = suites::parse_groups(names)?;
+        self.changed();
+        self.kx_groups = Some(groups);
+        Ok(())
+    }
+
+    /// Whether the cipher suites were chosen (their order is then the
+    /// server's preference, as in Qt).
+    pub(crate) fn ciphers_chosen(&self) -> bool {
+        self.cipher_suites.is_some()
+    }
+
+    /// The IANA names of the cipher suites in use, most preferred first.
+    pub fn ciphers(&self) -> Vec<String> {
+        self.cipher_suites
+            .as_deref()
+            .unwrap_or(&crypto_provider().cipher_suites)
+            .iter()
+            .map(suites::cipher_suite_name)
+            .collect()
+    }
+
+    /// The names of the key exchange groups in use, most preferred first.
+    pub fn groups(&self) -> Vec<String> {
+        self.kx_groups
+            .as_deref()
+            .unwrap_or(&crypto_provider().kx_groups)
+            .iter()
+            .map(|g| suites::group_name(*g))
+            .collect()
+    }
+
+    /// The crypto provider for this configuration's suites, groups and
+    /// protocol versions; fails if they leave no version usable.
+    pub(crate) fn provider(&self) -> Result<Arc<CryptoProvider>> {
+        suites::provider_for(
+            self.cipher_suites.as_deref(),
+            self.kx_groups.as_deref(),
+            protocol_versions(self.protocol)?,
+        )
     }
 
     /// Server: whether to issue session tickets (default true).

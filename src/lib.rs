@@ -21,6 +21,7 @@ mod notification;
 mod ocsp;
 pub mod server;
 mod sni;
+mod suites;
 mod tickets;
 mod tls;
 mod trust;

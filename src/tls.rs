@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
-use crate::config::{crypto_provider, protocol_versions, TlsConfig};
+use crate::config::{protocol_versions, TlsConfig};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::events::EventSink;
@@ -23,6 +24,11 @@ const SESSION_CACHE_SIZE: usize = 1024;
 pub(crate) struct ServerTls {
     certificate: Arc<CertificateByName>,
     versions: &'static [&'static SupportedProtocolVersion],
+    /// The library's provider, or one with the configured suites and groups.
+    provider: Arc<CryptoProvider>,
+    /// Chosen suites are chosen in the server's order, as Qt's servers do
+    /// (it is the order the application asked for).
+    server_order: bool,
     alpn_protocols: Vec<Vec<u8>>,
     client_auth: Option<Arc<ClientAuthPolicy>>,
     /// `None`: no tickets (session tickets turned off).
@@ -62,6 +68,8 @@ impl ServerTls {
                 by_name: config.sni_certificates().clone(),
             }),
             versions: protocol_versions(config.protocol())?,
+            provider: config.provider()?,
+            server_order: config.ciphers_chosen(),
             alpn_protocols: config.alpn_protocols().to_vec(),
             client_auth: ClientAuthPolicy::new(config)?,
             ticketer,
@@ -95,7 +103,7 @@ impl ServerTls {
     }
 
     fn build(&self, verifier: Option<Arc<dyn ClientCertVerifier>>) -> Result<ServerConfig> {
-        let builder = ServerConfig::builder_with_provider(crypto_provider().clone())
+        let builder = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(self.versions)
             .map_err(|e| {
                 Error::new(
@@ -109,6 +117,7 @@ impl ServerTls {
         };
         let mut config = builder.with_cert_resolver(self.certificate.clone());
         config.alpn_protocols = self.alpn_protocols.clone();
+        config.ignore_client_order = self.server_order;
         match &self.ticketer {
             Some(ticketer) => config.ticketer = ticketer.clone(),
             // Without a ticketer rustls would still send TLS 1.3 tickets

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::*;
 use rustls::version::{TLS12, TLS13};
 use rustls::{ClientConfig, HandshakeKind, RootCertStore, SupportedProtocolVersion};
-use sslserver::{ErrorKind, PeerVerifyMode};
+use sslserver::{connect_encrypted, ErrorKind, PeerVerifyMode, Protocol, Server, TlsConfig};
 
 /// Random bytes in a fresh file (a ticket key as `openssl rand N` makes it).
 fn random_file(name: &str, size: usize) -> PathBuf {
@@ -517,4 +517,217 @@ fn bytes_that_are_not_a_successful_ocsp_response_are_refused() {
         assert!(err.message().contains("OCSP response"), "{}", err.message());
     }
     assert_eq!(config.ocsp_response(), Some(&der[..]), "unchanged");
+}
+
+/// Serves every connection of `server` (echoes one message, closes) until
+/// no connection comes for a while; for tests whose handshakes may fail,
+/// where a thread per expected connection would wait for one that never
+/// comes.
+fn serve_all(server: &TestServer) {
+    let server = server.server.clone();
+    std::thread::spawn(move || {
+        while server.wait_for_new_connection(Some(SOON)) == sslserver::WaitOutcome::Ready {
+            let conn = server.next_pending_connection().unwrap();
+            let mut buf = [0u8; 1024];
+            if let Ok(n) = conn.read(&mut buf) {
+                let _ = conn.write(&buf[..n]);
+            }
+            let _ = conn.disconnect_from_host();
+            conn.release();
+        }
+    });
+}
+
+/// What s_client negotiated with `server` (served by [`serve_all`]) given
+/// `args`: the cipher and the key exchange ("X25519, 253 bits") if the
+/// handshake completed and the echo came back, None if it failed.
+fn negotiated(server: &TestServer, ca: &Path, args: &[&str]) -> Option<(String, String)> {
+    let out = s_client(server.port, ca, args, b"suite?\n");
+    let stdout = stdout_of(&out);
+    if !stdout.contains("suite?") {
+        return None;
+    }
+    let find = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| {
+                l.split_once(prefix)
+                    .map(|(_, rest)| rest.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no '{prefix}' in {stdout}"))
+    };
+    Some((find("Cipher is "), find("Server Temp Key: ")))
+}
+
+fn cipher(negotiated: Option<(String, String)>) -> Option<String> {
+    negotiated.map(|(cipher, _)| cipher)
+}
+
+fn group(negotiated: Option<(String, String)>) -> Option<String> {
+    // "X25519, 253 bits" or "ECDH, prime256v1, 256 bits": the name of the
+    // group is the last field but one.
+    negotiated.map(|(_, key)| {
+        let fields: Vec<&str> = key.split(", ").collect();
+        fields[fields.len().saturating_sub(2)].to_string()
+    })
+}
+
+#[test]
+fn only_the_configured_cipher_suites_are_negotiated_in_the_configured_order() {
+    let ca = TestCa::new("ca");
+    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    config.set_ciphers("TLS_CHACHA20_POLY1305_SHA256").unwrap();
+    let server = TestServer::start(&config);
+    serve_all(&server);
+    let ca_path = ca_file(&ca, "suites-ca.pem");
+    let chacha = ["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"];
+    assert_eq!(
+        cipher(negotiated(&server, &ca_path, &chacha)).as_deref(),
+        Some("TLS_CHACHA20_POLY1305_SHA256")
+    );
+    let aes = ["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"];
+    assert_eq!(
+        negotiated(&server, &ca_path, &aes),
+        None,
+        "a suite not chosen"
+    );
+    assert_eq!(
+        negotiated(&server, &ca_path, &["-tls1_2"]),
+        None,
+        "no TLS 1.2 suite"
+    );
+    // The server's order wins over the client's.
+    let mut ordered = config.clone();
+    ordered
+        .set_ciphers(
+            "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        )
+        .unwrap();
+    server.server.set_config(&ordered).unwrap();
+    let client_prefers_256 = [
+        "-tls1_3",
+        "-ciphersuites",
+        "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256",
+    ];
+    assert_eq!(
+        cipher(negotiated(&server, &ca_path, &client_prefers_256)).as_deref(),
+        Some("TLS_AES_128_GCM_SHA256")
+    );
+    let tls12 = cipher(negotiated(&server, &ca_path, &["-tls1_2"]));
+    assert_eq!(tls12.as_deref(), Some("ECDHE-ECDSA-AES256-GCM-SHA384"));
+    assert_eq!(
+        ordered.ciphers(),
+        [
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_AES_256_GCM_SHA384",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+        ]
+    );
+}
+
+#[test]
+fn only_the_configured_groups_are_used() {
+    let ca = TestCa::new("ca");
+    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    config.set_groups("x25519").unwrap();
+    let server = TestServer::start(&config);
+    serve_all(&server);
+    let ca_path = ca_file(&ca, "groups-ca.pem");
+    // (TLS 1.2 clients also need the certificate's curve, P-256, in their
+    // list, so the client offers it second.)
+    for version in ["-tls1_3", "-tls1_2"] {
+        assert_eq!(
+            group(negotiated(
+                &server,
+                &ca_path,
+                &[version, "-groups", "P-256:X25519"]
+            ))
+            .as_deref(),
+            Some("X25519"),
+            "{version}"
+        );
+        assert_eq!(
+            negotiated(&server, &ca_path, &[version, "-groups", "P-256:P-384"]),
+            None,
+            "{version}: groups not chosen"
+        );
+    }
+    let mut p256 = config.clone();
+    p256.set_groups("secp384r1:P-256").unwrap();
+    assert_eq!(p256.groups(), ["secp384r1", "secp256r1"]);
+    server.server.set_config(&p256).unwrap();
+    // The client prefers X25519, which is no longer allowed.
+    for version in ["-tls1_3", "-tls1_2"] {
+        assert_eq!(
+            group(negotiated(
+                &server,
+                &ca_path,
+                &[version, "-groups", "X25519:P-256"]
+            ))
+            .as_deref(),
+            Some("prime256v1"),
+            "{version}"
+        );
+    }
+    assert_eq!(
+        negotiated(&server, &ca_path, &["-groups", "X25519"]),
+        None,
+        "a group no longer chosen"
+    );
+}
+
+#[test]
+fn unknown_names_and_unusable_combinations_are_refused() {
+    let mut config = TlsConfig::new();
+    for bad in ["TLS_AES_128_GCM_SHA256:TLS_NOPE", "", "a::b"] {
+        let err = config.set_ciphers(bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad}");
+    }
+    let err = config
+        .set_ciphers("TLS_AES_128_GCM_SHA256:TLS_NOPE")
+        .unwrap_err();
+    assert!(err.message().contains("'TLS_NOPE'"), "{}", err.message());
+    let err = config.set_groups("X25519:P-999").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.message().contains("'P-999'"), "{}", err.message());
+    assert_eq!(config.ciphers(), TlsConfig::new().ciphers(), "unchanged");
+    // TLS 1.3 only with only TLS 1.2 suites: no handshake could complete,
+    // so the server refuses the configuration.
+    let ca = TestCa::new("ca");
+    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    config.set_protocol(Protocol::TlsV1_3).unwrap();
+    config
+        .set_ciphers("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256")
+        .unwrap();
+    let server = Server::new();
+    let err = server.set_config(&config).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.message().contains("TLS 1.3"), "{}", err.message());
+    // ...and so does client mode, before connecting anywhere.
+    let err = connect_encrypted("127.0.0.1", 9, &config, None, 1000).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.message());
+}
+
+#[test]
+fn client_mode_uses_the_configured_suites() {
+    let ca = TestCa::new("ca");
+    let server = TestServer::start(&server_config(
+        &ca.server(),
+        PeerVerifyMode::VerifyNone,
+        None,
+    ));
+    let echo = spawn_echo(&server.server);
+    let mut config = TlsConfig::new();
+    config
+        .add_ca_certificates_pem(ca.identity.cert_pem.as_bytes())
+        .unwrap();
+    config.set_ciphers("TLS_CHACHA20_POLY1305_SHA256").unwrap();
+    let conn =
+        connect_encrypted("127.0.0.1", server.port, &config, Some("localhost"), 10_000).unwrap();
+    assert_eq!(
+        conn.session().unwrap().cipher,
+        "TLS_CHACHA20_POLY1305_SHA256"
+    );
+    conn.release();
+    drop(echo);
 }

@@ -508,6 +508,58 @@ pub extern "C" fn sslconfig_set_ocsp_response(
     })
 }
 
+/// Sets the cipher suites to use, like QSslConfiguration::setCiphers:
+/// IANA names separated by ':', most preferred first (a server, too, picks
+/// by this order rather than the client's, as Qt's servers do), e.g.
+/// "TLS_AES_128_GCM_SHA256:TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
+/// (case does not matter). The names are those of TLS 1.3
+/// (TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256,
+/// TLS_CHACHA20_POLY1305_SHA256) and of TLS 1.2's ECDHE suites with
+/// AES-GCM or ChaCha20-Poly1305 for ECDSA and RSA certificates
+/// (TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, ...); OpenSSL's own names
+/// ("ECDHE-RSA-AES128-GCM-SHA256") are not accepted. An unknown or
+/// unsupported name, an empty list or an empty name give
+/// SSLSERVER_ERROR_INVALID_ARGUMENT naming it, and nothing changes.
+/// Applies to servers and client mode alike (not to DTLS servers). A list
+/// with no suite for any protocol version the configuration allows (only
+/// TLS 1.2 suites with SSLSERVER_PROTOCOL_TLSV1_3) is refused when the
+/// configuration is used: by sslserver_set_config, or by the connect or
+/// start_encryption call in client mode. A TLS 1.2 suite serves only a
+/// certificate of its kind (ECDSA or RSA).
+#[no_mangle]
+pub extern "C" fn sslconfig_set_ciphers(
+    cfg: *mut sslconfig,
+    names: *const c_char,
+) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let names = unsafe { required_text(names, "names") }?;
+        Ok(c.set_ciphers(names)?)
+    })
+}
+
+/// Sets the key exchange groups to use, like
+/// QSslConfiguration::setEllipticCurves: names separated by ':', most
+/// preferred first, e.g. "X25519:secp256r1:secp384r1". Accepted: X25519,
+/// secp256r1 (also P-256, prime256v1), secp384r1 (also P-384) and the
+/// post-quantum X25519MLKEM768, secp256r1MLKEM768, MLKEM768, MLKEM1024
+/// (TLS 1.3 only); case does not matter. In client mode the order is the
+/// order of preference; a server uses a group the client offered, in the
+/// client's preference, among those allowed. Errors and scope as for
+/// sslconfig_set_ciphers; a configuration whose groups fit none of its
+/// protocol versions is refused when it is used.
+#[no_mangle]
+pub extern "C" fn sslconfig_set_groups(
+    cfg: *mut sslconfig,
+    names: *const c_char,
+) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let names = unsafe { required_text(names, "names") }?;
+        Ok(c.set_groups(names)?)
+    })
+}
+
 /// The configuration behind a handle, for sslserver_set_config.
 pub(crate) fn snapshot(cfg: *const sslconfig) -> Result<TlsConfig, Failure> {
     // SAFETY: the caller passes NULL or a live handle.
