@@ -712,6 +712,19 @@ enum sslserver_result sslconfig_set_ciphers(struct sslconfig *cfg, const char *n
 // protocol versions is refused when it is used.
 enum sslserver_result sslconfig_set_groups(struct sslconfig *cfg, const char *names);
 
+// Logs the TLS secrets of every connection made with this configuration
+// to the file `path`, in the NSS key log format Wireshark reads
+// ("CLIENT_TRAFFIC_SECRET_0 <client random> <secret>" lines, as
+// SSLKEYLOGFILE makes them elsewhere): for debugging only, since anyone
+// who reads the file can decrypt the captured traffic. The file is opened
+// by this call, for appending, and created with mode 0600; a path that
+// cannot be opened gives SSLSERVER_ERROR_IO naming it, and nothing
+// changes. NULL or "" turns the key log off. Each line is written whole,
+// so connections on several threads can share the file. The SSLKEYLOGFILE
+// environment variable alone never turns it on. Applies to servers and
+// client mode (not to DTLS servers).
+enum sslserver_result sslconfig_set_key_log_file(struct sslconfig *cfg, const char *path);
+
 // Creates a DTLS server (not listening, no PSK callback, no identity hint).
 // NULL only if out of memory.
 struct dtlsserver *dtlsserver_new(void);

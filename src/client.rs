@@ -412,6 +412,9 @@ fn client_context(config: &TlsConfig) -> Result<Arc<ClientContext>> {
         None => builder.with_no_client_auth(),
     };
     client.alpn_protocols = config.alpn_protocols().to_vec();
+    if let Some(key_log) = config.key_log() {
+        client.key_log = key_log;
+    }
     client.resumption = Resumption::store(Arc::new(CountingTicketStore(
         ClientSessionMemoryCache::new(SESSION_CACHE_SIZE),
     )));

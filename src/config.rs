@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::client::ClientContext;
 use crate::error::{Error, Result};
 use crate::events::SslError;
+use crate::key_log::KeyLogFile;
 use crate::sni::{ServerNamePattern, SniCertificates};
 use crate::suites::{self, KxGroup};
 use crate::tickets::FileTicketer;
@@ -76,6 +77,8 @@ pub struct TlsConfig {
     /// the library's defaults).
     cipher_suites: Option<Vec<SupportedCipherSuite>>,
     kx_groups: Option<Vec<KxGroup>>,
+    /// Where TLS secrets are logged (NSS key log format), if anywhere.
+    key_log: Option<Arc<KeyLogFile>>,
 }
 
 impl Default for TlsConfig {
@@ -98,6 +101,7 @@ impl Default for TlsConfig {
             ocsp_response: None,
             cipher_suites: None,
             kx_groups: None,
+            key_log: None,
         }
     }
 }
@@ -327,6 +331,25 @@ impl TlsConfig {
         self.changed();
         self.kx_groups = Some(groups);
         Ok(())
+    }
+
+    /// Logs the TLS secrets of every connection to `path` in the NSS key
+    /// log format, appending (the file is created with mode 0600). `None`
+    /// or "": no key log.
+    pub fn set_key_log_file(&mut self, path: Option<&str>) -> Result<()> {
+        let key_log = match path.filter(|p| !p.is_empty()) {
+            Some(path) => Some(Arc::new(KeyLogFile::open(path)?)),
+            None => None,
+        };
+        self.changed();
+        self.key_log = key_log;
+        Ok(())
+    }
+
+    pub(crate) fn key_log(&self) -> Option<Arc<dyn rustls::KeyLog>> {
+        self.key_log
+            .clone()
+            .map(|log| log as Arc<dyn rustls::KeyLog>)
     }
 
     /// Whether the cipher suites were chosen (their order is then the

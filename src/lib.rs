@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod ffi;
 mod handshake;
+mod key_log;
 mod notification;
 mod ocsp;
 pub mod server;

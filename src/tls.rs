@@ -29,6 +29,7 @@ pub(crate) struct ServerTls {
     /// Chosen suites are chosen in the server's order, as Qt's servers do
     /// (it is the order the application asked for).
     server_order: bool,
+    key_log: Option<Arc<dyn rustls::KeyLog>>,
     alpn_protocols: Vec<Vec<u8>>,
     client_auth: Option<Arc<ClientAuthPolicy>>,
     /// `None`: no tickets (session tickets turned off).
@@ -70,6 +71,7 @@ impl ServerTls {
             versions: protocol_versions(config.protocol())?,
             provider: config.provider()?,
             server_order: config.ciphers_chosen(),
+            key_log: config.key_log(),
             alpn_protocols: config.alpn_protocols().to_vec(),
             client_auth: ClientAuthPolicy::new(config)?,
             ticketer,
@@ -118,6 +120,9 @@ impl ServerTls {
         let mut config = builder.with_cert_resolver(self.certificate.clone());
         config.alpn_protocols = self.alpn_protocols.clone();
         config.ignore_client_order = self.server_order;
+        if let Some(key_log) = &self.key_log {
+            config.key_log = key_log.clone();
+        }
         match &self.ticketer {
             Some(ticketer) => config.ticketer = ticketer.clone(),
             // Without a ticketer rustls would still send TLS 1.3 tickets

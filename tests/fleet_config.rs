@@ -731,3 +731,92 @@ fn client_mode_uses_the_configured_suites() {
     conn.release();
     drop(echo);
 }
+
+/// The line of an NSS key log with `label`, if any.
+fn key_log_line(log: &str, label: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.starts_with(&format!("{label} ")))
+        .map(str::to_string)
+}
+
+#[test]
+fn the_key_log_holds_the_secrets_openssl_logs_for_the_same_connection() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = TestCa::new("ca");
+    let dir = temp_file("marker", b"").parent().unwrap().to_path_buf();
+    let ours = dir.join("server-keys.log");
+    let _ = std::fs::remove_file(&ours);
+    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    config.set_key_log_file(ours.to_str()).unwrap();
+    let server = TestServer::start(&config);
+    let ca_path = ca_file(&ca, "keylog-ca.pem");
+    for (version, label) in [
+        ("-tls1_3", "CLIENT_TRAFFIC_SECRET_0"),
+        ("-tls1_2", "CLIENT_RANDOM"),
+    ] {
+        let theirs = dir.join(format!("openssl-keys{version}.log"));
+        let _ = std::fs::remove_file(&theirs);
+        let served = serve_once(&server);
+        let out = s_client(
+            server.port,
+            &ca_path,
+            &[version, "-keylogfile", theirs.to_str().unwrap()],
+            b"secrets\n",
+        );
+        served.join().unwrap();
+        assert!(stdout_of(&out).contains("secrets"));
+        let theirs = std::fs::read_to_string(&theirs).unwrap();
+        let expected = key_log_line(&theirs, label).expect("openssl logged it");
+        let ours = std::fs::read_to_string(&ours).unwrap();
+        assert!(
+            ours.lines().any(|l| l == expected),
+            "{version}: {expected} not in {ours}"
+        );
+    }
+    let mode = std::fs::metadata(&ours).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the owner reads the secrets");
+    // Turned off: nothing more is written.
+    let before = std::fs::read_to_string(&ours).unwrap();
+    let mut off = config.clone();
+    off.set_key_log_file(Some("")).unwrap();
+    server.server.set_config(&off).unwrap();
+    let served = serve_once(&server);
+    s_client(server.port, &ca_path, &[], b"quiet\n");
+    served.join().unwrap();
+    assert_eq!(std::fs::read_to_string(&ours).unwrap(), before);
+}
+
+#[test]
+fn client_mode_logs_keys_and_an_unopenable_key_log_is_refused() {
+    let ca = TestCa::new("ca");
+    let server = TestServer::start(&server_config(
+        &ca.server(),
+        PeerVerifyMode::VerifyNone,
+        None,
+    ));
+    let echo = spawn_echo(&server.server);
+    let log = temp_file("marker", b"")
+        .parent()
+        .unwrap()
+        .join("client-keys.log");
+    let _ = std::fs::remove_file(&log);
+    let mut config = TlsConfig::new();
+    config
+        .add_ca_certificates_pem(ca.identity.cert_pem.as_bytes())
+        .unwrap();
+    config.set_key_log_file(log.to_str()).unwrap();
+    let conn =
+        connect_encrypted("127.0.0.1", server.port, &config, Some("localhost"), 10_000).unwrap();
+    conn.release();
+    drop(echo);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        key_log_line(&logged, "CLIENT_TRAFFIC_SECRET_0").is_some(),
+        "{logged}"
+    );
+    for bad in ["/nonexistent/dir/keys.log", "/"] {
+        let err = config.set_key_log_file(Some(bad)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert!(err.message().contains(bad), "{}", err.message());
+    }
+}

@@ -560,6 +560,29 @@ pub extern "C" fn sslconfig_set_groups(
     })
 }
 
+/// Logs the TLS secrets of every connection made with this configuration
+/// to the file `path`, in the NSS key log format Wireshark reads
+/// ("CLIENT_TRAFFIC_SECRET_0 <client random> <secret>" lines, as
+/// SSLKEYLOGFILE makes them elsewhere): for debugging only, since anyone
+/// who reads the file can decrypt the captured traffic. The file is opened
+/// by this call, for appending, and created with mode 0600; a path that
+/// cannot be opened gives SSLSERVER_ERROR_IO naming it, and nothing
+/// changes. NULL or "" turns the key log off. Each line is written whole,
+/// so connections on several threads can share the file. The SSLKEYLOGFILE
+/// environment variable alone never turns it on. Applies to servers and
+/// client mode (not to DTLS servers).
+#[no_mangle]
+pub extern "C" fn sslconfig_set_key_log_file(
+    cfg: *mut sslconfig,
+    path: *const c_char,
+) -> sslserver_result {
+    with_config(cfg, |c| {
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let path = unsafe { text(path, "path") }?;
+        Ok(c.set_key_log_file(path)?)
+    })
+}
+
 /// The configuration behind a handle, for sslserver_set_config.
 pub(crate) fn snapshot(cfg: *const sslconfig) -> Result<TlsConfig, Failure> {
     // SAFETY: the caller passes NULL or a live handle.
