@@ -8,11 +8,13 @@
 //! library's own. A ticket is
 //!
 //! ```text
-//! key name (16 bytes) || nonce (12 bytes) || AES-256-GCM(session state) || tag (16 bytes)
+//! key name (16 bytes) || nonce (12 bytes) || AES-256-GCM(issued || session state) || tag (16 bytes)
 //! ```
 //!
-//! with the key name as additional authenticated data. The first key seals
-//! new tickets; any key opens a ticket carrying its name.
+//! with the key name as additional authenticated data and `issued` the
+//! time the ticket was sealed (seconds since the Unix epoch, 8 bytes big
+//! endian). The first key seals new tickets; any key opens a ticket
+//! carrying its name, while it is younger than its lifetime.
 
 use std::fmt;
 use std::io::Read;
@@ -32,10 +34,19 @@ const NAME_LEN: usize = 16;
 const KEY_FILE_SIZES: [usize; 2] = [48, 80];
 const TAG_LEN: usize = 16;
 
-/// How long a client may keep a ticket, in seconds (the hint sent with it):
-/// 12 hours, rustls's own choice for its built-in ticketer. Tickets really
-/// end when their key leaves the files, so rotate at least this often.
+/// How long a ticket resumes a session, in seconds: 12 hours, rustls's own
+/// choice for its built-in ticketer. It is the hint sent to clients and
+/// also enforced here: key files are rotated by hand, often rarely, and
+/// without a time in the ticket a stolen ticket (with, in TLS 1.2, the
+/// session's master secret) would resume for as long as its key stays.
 pub(crate) const TICKET_LIFETIME_SECS: u32 = 12 * 60 * 60;
+
+/// How far in the future a ticket's time may be: the clocks of the
+/// servers of a fleet differ a little.
+const CLOCK_SKEW_SECS: u64 = 5 * 60;
+
+/// The size of the time sealed in front of the session state.
+const ISSUED_LEN: usize = 8;
 
 /// Labels the derived key with its use, so the same file given to nginx
 /// (which uses the two secrets for AES-CBC and HMAC) and to this library
@@ -173,15 +184,36 @@ impl ProducesTickets for FileTicketer {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.seal_at(plain, now_secs())
+    }
+
+    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        self.open_at(ticket, now_secs())
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl FileTicketer {
+    /// A ticket for `plain` sealed at time `now` (seconds since the epoch).
+    fn seal_at(&self, plain: &[u8], now: u64) -> Option<Vec<u8>> {
         let key = self.keys.first()?;
         // Random nonces: at 96 bits, collisions stay negligible for far more
         // tickets than one key seals between rotations.
         let mut nonce = [0u8; NONCE_LEN];
         self.random.fill(&mut nonce).ok()?;
-        let mut ticket = Vec::with_capacity(NAME_LEN + NONCE_LEN + plain.len() + TAG_LEN);
+        let mut ticket =
+            Vec::with_capacity(NAME_LEN + NONCE_LEN + ISSUED_LEN + plain.len() + TAG_LEN);
         ticket.extend_from_slice(&key.name);
         ticket.extend_from_slice(&nonce);
-        let mut sealed = plain.to_vec();
+        let mut sealed = Vec::with_capacity(ISSUED_LEN + plain.len() + TAG_LEN);
+        sealed.extend_from_slice(&now.to_be_bytes());
+        sealed.extend_from_slice(plain);
         key.aead
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -193,8 +225,10 @@ impl ProducesTickets for FileTicketer {
         Some(ticket)
     }
 
-    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
-        if ticket.len() < NAME_LEN + NONCE_LEN + TAG_LEN {
+    /// The session state in `ticket` if one of the keys opens it and it is
+    /// neither older than its lifetime nor too far in the future at `now`.
+    fn open_at(&self, ticket: &[u8], now: u64) -> Option<Vec<u8>> {
+        if ticket.len() < NAME_LEN + NONCE_LEN + ISSUED_LEN + TAG_LEN {
             return None;
         }
         let (name, rest) = ticket.split_at(NAME_LEN);
@@ -207,7 +241,11 @@ impl ProducesTickets for FileTicketer {
             .aead
             .open_in_place(nonce, Aad::from(&key.name), &mut in_out)
             .ok()?;
-        Some(plain.to_vec())
+        let (issued, state) = plain.split_at_checked(ISSUED_LEN)?;
+        let issued = u64::from_be_bytes(issued.try_into().ok()?);
+        let fresh = issued <= now.saturating_add(CLOCK_SKEW_SECS)
+            && now.saturating_sub(issued) <= u64::from(TICKET_LIFETIME_SECS);
+        fresh.then(|| state.to_vec())
     }
 }
 
@@ -271,6 +309,29 @@ mod tests {
         }
         let other = FileTicketer::from_files(&[key_file("other", &random_key(80))]).unwrap();
         assert_eq!(other.decrypt(&ticket), None);
+    }
+
+    #[test]
+    fn tickets_older_than_their_lifetime_are_refused() {
+        let path = key_file("expiry", &random_key(80));
+        let ticketer = FileTicketer::from_files(&[path]).unwrap();
+        let issued = 1_700_000_000;
+        let ticket = ticketer.seal_at(b"state", issued).unwrap();
+        let lifetime = u64::from(TICKET_LIFETIME_SECS);
+        for age in [0, 1, lifetime - 1, lifetime] {
+            assert_eq!(
+                ticketer.open_at(&ticket, issued + age).as_deref(),
+                Some(&b"state"[..]),
+                "{age} s old"
+            );
+        }
+        for age in [lifetime + 1, 30 * 24 * 60 * 60] {
+            assert_eq!(ticketer.open_at(&ticket, issued + age), None, "{age} s old");
+        }
+        // Another server's clock may be a little behind: a ticket from
+        // slightly in the future opens, one from far in the future not.
+        assert!(ticketer.open_at(&ticket, issued - 60).is_some());
+        assert_eq!(ticketer.open_at(&ticket, issued - lifetime), None);
     }
 
     #[test]

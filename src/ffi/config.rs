@@ -404,8 +404,9 @@ pub extern "C" fn sslconfig_set_ssl_errors_callback(
 /// process or another) configured with the same files resumes the others'
 /// sessions, for TLS 1.3 and TLS 1.2 clients. The tickets themselves are
 /// this library's own format (nginx cannot read them, nor this library
-/// nginx's). The files are read by this call: to rotate, call it again and
-/// pass the configuration to sslserver_set_config.
+/// nginx's). A ticket resumes for at most 12 hours after it was issued,
+/// whatever the files. The files are read by this call: to rotate, call it
+/// again and pass the configuration to sslserver_set_config.
 ///
 /// count 0 (paths may then be NULL) goes back to the default: a random
 /// key of each server's own. A missing or unreadable file gives
