@@ -8,7 +8,7 @@
 //! library's own. A ticket is
 //!
 //! ```text
-//! key name (16 bytes) || nonce (12 bytes) || AES-256-GCM(issued || session state) || tag (16 bytes)
+//! key name (16 bytes) || nonce (12 bytes) || AES-256-GCM-SIV(issued || session state) || tag (16 bytes)
 //! ```
 //!
 //! with the key name as additional authenticated data and `issued` the
@@ -20,7 +20,7 @@ use std::fmt;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM_SIV, NONCE_LEN};
 use aws_lc_rs::hkdf::{Salt, HKDF_SHA256};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use rustls::server::ProducesTickets;
@@ -51,7 +51,7 @@ const ISSUED_LEN: usize = 8;
 /// Labels the derived key with its use, so the same file given to nginx
 /// (which uses the two secrets for AES-CBC and HMAC) and to this library
 /// never yields the same key for two purposes.
-const KEY_DERIVATION_INFO: &[u8] = b"libsslserver session ticket key v1 (AES-256-GCM)";
+const KEY_DERIVATION_INFO: &[u8] = b"libsslserver session ticket key v2 (AES-256-GCM-SIV)";
 
 /// The ticket keys of a configuration, first key first.
 pub(crate) struct FileTicketer {
@@ -108,9 +108,14 @@ impl FileTicketer {
 impl TicketKey {
     /// One key from the bytes of a 48- or 80-byte key file.
     ///
-    /// Why HKDF to one AES-256-GCM key rather than nginx's AES-CBC + HMAC:
-    /// the ticket format is ours, and an AEAD from the provider already in
-    /// use is one primitive to get right instead of two composed by hand.
+    /// Why HKDF to one AES-256-GCM-SIV key rather than nginx's AES-CBC +
+    /// HMAC: the ticket format is ours, and an AEAD from the provider
+    /// already in use is one primitive to get right instead of two composed
+    /// by hand. Why GCM-SIV rather than GCM: the nonces are random, drawn by
+    /// every server of the fleet for one key that lives as long as its file
+    /// does; with GCM a single repeat leaks the XOR of two sessions and the
+    /// authentication key (so tickets could be forged), with GCM-SIV it
+    /// only shows whether two sealed sessions were identical.
     /// Deriving from both secrets keeps all the file's randomness (a 48-byte
     /// file still gives a 256-bit key) and, with the name as salt and a
     /// label as info, the key is tied to this one use.
@@ -121,7 +126,7 @@ impl TicketKey {
             .map_err(|_| Error::invalid_argument("a ticket key file is too short"))?;
         let prk = Salt::new(HKDF_SHA256, &name).extract(secrets);
         let okm = prk
-            .expand(&[KEY_DERIVATION_INFO], &AES_256_GCM)
+            .expand(&[KEY_DERIVATION_INFO], &AES_256_GCM_SIV)
             .map_err(|_| Error::invalid_argument("cannot derive a session ticket key"))?;
         Ok(TicketKey {
             name,
@@ -202,11 +207,13 @@ fn now_secs() -> u64 {
 impl FileTicketer {
     /// A ticket for `plain` sealed at time `now` (seconds since the epoch).
     fn seal_at(&self, plain: &[u8], now: u64) -> Option<Vec<u8>> {
-        let key = self.keys.first()?;
-        // Random nonces: at 96 bits, collisions stay negligible for far more
-        // tickets than one key seals between rotations.
         let mut nonce = [0u8; NONCE_LEN];
         self.random.fill(&mut nonce).ok()?;
+        self.seal_with_nonce(plain, now, nonce)
+    }
+
+    fn seal_with_nonce(&self, plain: &[u8], now: u64, nonce: [u8; NONCE_LEN]) -> Option<Vec<u8>> {
+        let key = self.keys.first()?;
         let mut ticket =
             Vec::with_capacity(NAME_LEN + NONCE_LEN + ISSUED_LEN + plain.len() + TAG_LEN);
         ticket.extend_from_slice(&key.name);
@@ -332,6 +339,28 @@ mod tests {
         // slightly in the future opens, one from far in the future not.
         assert!(ticketer.open_at(&ticket, issued - 60).is_some());
         assert_eq!(ticketer.open_at(&ticket, issued - lifetime), None);
+    }
+
+    #[test]
+    fn a_repeated_nonce_does_not_expose_the_sealed_sessions() {
+        // Every server of a fleet draws nonces for the same key, for as
+        // long as the files stay: a repeat must not leak the XOR of two
+        // sessions (nor, with it, the means to forge tickets).
+        let path = key_file("nonce", &random_key(80));
+        let ticketer = FileTicketer::from_files(&[path]).unwrap();
+        let nonce = [7u8; NONCE_LEN];
+        let (one, two) = (random_key(64), random_key(64));
+        let sealed_one = ticketer.seal_with_nonce(&one, 1, nonce).unwrap();
+        let sealed_two = ticketer.seal_with_nonce(&two, 1, nonce).unwrap();
+        let body = NAME_LEN + NONCE_LEN + ISSUED_LEN..NAME_LEN + NONCE_LEN + ISSUED_LEN + 64;
+        let xor_sealed: Vec<u8> = sealed_one[body.clone()]
+            .iter()
+            .zip(&sealed_two[body])
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let xor_plain: Vec<u8> = one.iter().zip(&two).map(|(a, b)| a ^ b).collect();
+        assert_ne!(xor_sealed, xor_plain);
+        assert_eq!(ticketer.open_at(&sealed_one, 1).unwrap(), one);
     }
 
     #[test]
