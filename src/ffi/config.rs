@@ -567,8 +567,11 @@ pub extern "C" fn sslconfig_set_groups(
 /// SSLKEYLOGFILE makes them elsewhere): for debugging only, since anyone
 /// who reads the file can decrypt the captured traffic. The file is opened
 /// by this call, for appending, and created with mode 0600; a path that
-/// cannot be opened gives SSLSERVER_ERROR_IO naming it, and nothing
-/// changes. NULL or "" turns the key log off. Each line is written whole,
+/// cannot be opened gives SSLSERVER_ERROR_IO naming it, a FIFO or another
+/// file that is neither a regular file nor a character device gives
+/// SSLSERVER_ERROR_INVALID_ARGUMENT (a pipe would make handshakes wait for
+/// its reader); either way nothing changes. An existing file keeps its
+/// permissions. NULL or "" turns the key log off. Each line is written whole,
 /// so connections on several threads can share the file. The SSLKEYLOGFILE
 /// environment variable alone never turns it on. Applies to servers and
 /// client mode (not to DTLS servers).
