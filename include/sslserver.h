@@ -668,7 +668,8 @@ enum sslserver_result sslconfig_add_sni_certificate_files(struct sslconfig *cfg,
 // Server: staples the OCSP response `der` (`len` bytes, DER, as `openssl
 // ocsp -respout` writes it) to the default certificate chain, for clients
 // that ask for one (status_request). The response must be a complete
-// OCSPResponse with status successful; anything else gives
+// OCSPResponse (strict DER) with status successful, at most 65527 bytes
+// (what a TLS 1.3 certificate entry can carry); anything else gives
 // SSLSERVER_ERROR_INVALID_ARGUMENT and changes nothing. Its signature,
 // dates and the certificate it speaks for are not checked here (clients
 // check them). len 0 (der may be NULL) removes it. The response belongs to

@@ -21,10 +21,22 @@ const RESPONSE_BYTES: u8 = 0xa0;
 const OBJECT_IDENTIFIER: u8 = 0x06;
 const OCTET_STRING: u8 = 0x04;
 
+/// The largest response a server can staple: TLS 1.3 sends it in a
+/// certificate entry's extensions, a list of at most 65535 bytes, after the
+/// extension's type and length (4 bytes) and the status type and response
+/// length (4 bytes). rustls does not check this when it writes the entry.
+pub(crate) const MAX_RESPONSE_LEN: usize = 65535 - 4 - 4;
+
 /// Checks that `der` is one successful OCSPResponse and nothing else.
 pub(crate) fn check_response(der: &[u8]) -> Result<()> {
     let bad =
         |why: &str| Error::invalid_argument(format!("the OCSP response is not usable: {why}"));
+    if der.len() > MAX_RESPONSE_LEN {
+        return Err(bad(&format!(
+            "it is {} bytes, more than the {MAX_RESPONSE_LEN} bytes a TLS 1.3 handshake can carry",
+            der.len()
+        )));
+    }
     let (response, rest) =
         element(der, SEQUENCE).ok_or_else(|| bad("it is not a DER OCSPResponse (a SEQUENCE)"))?;
     if !rest.is_empty() {
@@ -71,7 +83,8 @@ fn status_name(code: u8) -> &'static str {
 }
 
 /// One DER element with tag `tag` at the start of `input`: its contents
-/// and what follows it. Definite lengths only, as DER requires.
+/// and what follows it. Definite lengths in their shortest form only, as
+/// DER requires.
 fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     let (&first, rest) = input.split_first()?;
     if first != tag {
@@ -86,9 +99,17 @@ fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
             return None;
         }
         let (len_bytes, rest) = rest.split_at(count);
+        // Shortest form: no leading zero byte, and the long form only for
+        // lengths the short form cannot say.
+        if len_bytes[0] == 0 {
+            return None;
+        }
         let len = len_bytes
             .iter()
             .fold(0usize, |len, &b| (len << 8) | usize::from(b));
+        if len < 0x80 {
+            return None;
+        }
         (len, rest)
     };
     if rest.len() < len {
@@ -130,6 +151,59 @@ mod tests {
         longer.push(0);
         assert!(check_response(&longer).is_err());
         assert!(check_response(b"-----BEGIN OCSP-----").is_err());
+    }
+
+    /// DER of `tag` with `contents`, the length in its shortest form.
+    fn der(tag: u8, contents: &[u8]) -> Vec<u8> {
+        let len = contents.len();
+        let mut out = vec![tag];
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|&b| b == 0)
+                .collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend_from_slice(&bytes);
+        }
+        out.extend_from_slice(contents);
+        out
+    }
+
+    /// A successful response whose inner response is `size` bytes.
+    fn successful_of(size: usize) -> Vec<u8> {
+        let mut inner = der(OBJECT_IDENTIFIER, &[0x2b, 0x06, 0x01]);
+        inner.extend(der(OCTET_STRING, &vec![0x55; size]));
+        let mut body = der(ENUMERATED, &[0]);
+        body.extend(der(RESPONSE_BYTES, &der(SEQUENCE, &inner)));
+        der(SEQUENCE, &body)
+    }
+
+    #[test]
+    fn a_response_too_large_for_a_handshake_is_refused() {
+        // TLS 1.3 carries the response in a certificate entry's extensions,
+        // at most 65535 bytes: a larger one cannot be sent (rustls would
+        // write a wrong length, or panic in a debug build).
+        check_response(&successful_of(4000)).unwrap();
+        let large = successful_of(70_000);
+        let err = check_response(&large).unwrap_err();
+        assert!(err.message().contains("bytes"), "{}", err.message());
+        assert!(check_response(&successful_of(MAX_RESPONSE_LEN)).is_err());
+    }
+
+    #[test]
+    fn lengths_not_in_their_shortest_form_are_refused() {
+        // DER has one encoding per value: 0x81 0x05 is BER for 5.
+        let good = successful();
+        let mut long_form = vec![good[0], 0x81];
+        long_form.extend_from_slice(&good[1..]);
+        assert!(check_response(&long_form).is_err());
+        let mut padded = vec![good[0], 0x82, 0x00];
+        padded.extend_from_slice(&good[1..]);
+        assert!(check_response(&padded).is_err());
+        check_response(&successful_of(200)).unwrap();
     }
 
     #[test]
