@@ -699,7 +699,9 @@ enum sslserver_result sslconfig_set_ocsp_response(struct sslconfig *cfg,
 // TLS 1.2 suites with SSLSERVER_PROTOCOL_TLSV1_3) is refused when the
 // configuration is used: by sslserver_set_config, or by the connect or
 // start_encryption call in client mode. A TLS 1.2 suite serves only a
-// certificate of its kind (ECDSA or RSA).
+// certificate of its kind (ECDSA or RSA): sslserver_set_config also
+// refuses a configuration with a certificate (default or SNI) that none
+// of the allowed suites can serve.
 enum sslserver_result sslconfig_set_ciphers(struct sslconfig *cfg, const char *names);
 
 // Sets the key exchange groups to use, like

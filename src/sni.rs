@@ -78,6 +78,16 @@ impl SniCertificates {
         };
     }
 
+    /// Every entry, with the name it was added for ("*.example.com").
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (String, &Arc<CertifiedKey>)> {
+        let exact = self.exact.iter().map(|(name, key)| (name.clone(), key));
+        let wildcard = self
+            .wildcard
+            .iter()
+            .map(|(base, key)| (format!("*.{base}"), key));
+        exact.chain(wildcard)
+    }
+
     /// The certificate for the name a client sent: an exact entry first,
     /// else a wildcard entry for the name without its first label.
     pub(crate) fn find(&self, name: &str) -> Option<&Arc<CertifiedKey>> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rustls::crypto::aws_lc_rs::{ALL_CIPHER_SUITES, ALL_KX_GROUPS};
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
-use rustls::{ProtocolVersion, SupportedCipherSuite, SupportedProtocolVersion};
+use rustls::{ProtocolVersion, SignatureAlgorithm, SupportedCipherSuite, SupportedProtocolVersion};
 
 use crate::config::crypto_provider;
 use crate::error::{Error, Result};
@@ -164,6 +164,41 @@ pub(crate) fn provider_for(
         )));
     }
     Ok(Arc::new(provider))
+}
+
+/// Checks that a server with `provider` can serve a certificate whose key
+/// is of `algorithm` (`which`: "the default certificate", an SNI name) in
+/// one of `versions`. TLS 1.3 suites serve any key; a TLS 1.2 suite serves
+/// only keys of its kind (ECDSA or RSA), so chosen suites can leave a key
+/// that no handshake could use.
+pub(crate) fn check_serves(
+    provider: &CryptoProvider,
+    versions: &[&'static SupportedProtocolVersion],
+    algorithm: SignatureAlgorithm,
+    which: &str,
+) -> Result<()> {
+    let usable = provider.cipher_suites.iter().any(|suite| {
+        let version = suite.version().version;
+        versions.iter().any(|v| v.version == version)
+            && suite.usable_for_signature_algorithm(algorithm)
+            && provider
+                .kx_groups
+                .iter()
+                .any(|g| g.usable_for_version(version))
+    });
+    if usable {
+        return Ok(());
+    }
+    let names: Vec<String> = provider
+        .cipher_suites
+        .iter()
+        .map(cipher_suite_name)
+        .collect();
+    Err(Error::invalid_argument(format!(
+        "none of the cipher suites {} can serve {which}, whose key is {algorithm:?}, \
+         with the protocol versions and groups the configuration allows",
+        names.join(":")
+    )))
 }
 
 #[cfg(test)]

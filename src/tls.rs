@@ -16,6 +16,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::events::EventSink;
 use crate::sni::CertificateByName;
+use crate::suites;
 use crate::verify::{ClientAuthPolicy, PeerVerifier};
 
 /// How many TLS 1.2 session IDs the server remembers for resumption.
@@ -60,6 +61,20 @@ impl ServerTls {
                 )
             })?),
         };
+        let versions = protocol_versions(config.protocol())?;
+        let provider = config.provider()?;
+        if config.ciphers_chosen() {
+            suites::check_serves(
+                &provider,
+                versions,
+                certified_key.key.algorithm(),
+                "the default certificate",
+            )?;
+            for (name, key) in config.sni_certificates().entries() {
+                let which = format!("the SNI certificate for '{name}'");
+                suites::check_serves(&provider, versions, key.key.algorithm(), &which)?;
+            }
+        }
         let mut tls = ServerTls {
             certificate: Arc::new(CertificateByName {
                 default: Arc::new(CertifiedKey {
@@ -68,8 +83,8 @@ impl ServerTls {
                 }),
                 by_name: config.sni_certificates().clone(),
             }),
-            versions: protocol_versions(config.protocol())?,
-            provider: config.provider()?,
+            versions,
+            provider,
             server_order: config.ciphers_chosen(),
             key_log: config.key_log(),
             alpn_protocols: config.alpn_protocols().to_vec(),

@@ -709,6 +709,41 @@ fn unknown_names_and_unusable_combinations_are_refused() {
 }
 
 #[test]
+fn suites_that_cannot_serve_the_certificate_are_refused_by_the_server() {
+    // TLS 1.2 only, with only RSA suites, and an ECDSA certificate: every
+    // handshake would fail, so the server refuses the configuration.
+    let ca = TestCa::new("ca");
+    let mut config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    config.set_protocol(Protocol::TlsV1_2).unwrap();
+    config
+        .set_ciphers("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256")
+        .unwrap();
+    let server = Server::new();
+    let err = server.set_config(&config).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message()
+            .contains("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+        "{}",
+        err.message()
+    );
+    // With a suite for its key, or with TLS 1.3 allowed, it serves.
+    let mut ecdsa = config.clone();
+    ecdsa
+        .set_ciphers(
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256:TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        )
+        .unwrap();
+    server.set_config(&ecdsa).unwrap();
+    let mut tls13 = config.clone();
+    tls13.set_protocol(Protocol::TlsV1_2OrLater).unwrap();
+    tls13
+        .set_ciphers("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256:TLS_AES_128_GCM_SHA256")
+        .unwrap();
+    server.set_config(&tls13).unwrap();
+}
+
+#[test]
 fn client_mode_uses_the_configured_suites() {
     let ca = TestCa::new("ca");
     let server = TestServer::start(&server_config(
