@@ -610,6 +610,128 @@ enum sslserver_result sslconfig_set_ssl_errors_callback(struct sslconfig *cfg,
                                                         sslconfig_ssl_errors_callback cb,
                                                         void *userdata);
 
+// Server: shares session tickets across processes and hosts. Each of the
+// `count` files at `paths` holds one key in nginx's ssl_session_ticket_key
+// format: 48 or 80 random bytes (`openssl rand 80 > ticket.key`), the
+// first 16 of which name the key. The first file's key seals new tickets;
+// every file's key opens tickets sealed with it, so rotate by putting a
+// new file first and dropping the oldest later. Every server (in this
+// process or another) configured with the same files resumes the others'
+// sessions, for TLS 1.3 and TLS 1.2 clients. The tickets themselves are
+// this library's own format (nginx cannot read them, nor this library
+// nginx's). A ticket resumes for at most 12 hours after it was issued,
+// whatever the files. The files are read by this call: to rotate, call it
+// again and pass the configuration to sslserver_set_config.
+//
+// count 0 (paths may then be NULL) goes back to the default: a random
+// key of each server's own. A missing or unreadable file gives
+// SSLSERVER_ERROR_IO, a file of another size, a directory or two files
+// with the same key name give SSLSERVER_ERROR_INVALID_ARGUMENT; each
+// message names the file. On failure the configuration is unchanged.
+// Client mode ignores ticket keys.
+enum sslserver_result sslconfig_set_session_ticket_keys_files(struct sslconfig *cfg,
+                                                              const char *const *paths,
+                                                              size_t count);
+
+// Server: whether to issue session tickets (default true). With false, no
+// ticket is sent: TLS 1.3 clients cannot resume at all, TLS 1.2 clients
+// still resume through the server's session-ID cache (in this process
+// only). Client mode ignores it.
+enum sslserver_result sslconfig_set_session_tickets(struct sslconfig *cfg, bool enabled);
+
+// Server: one more certificate, served to clients that ask for
+// `server_name` by SNI. `server_name` is a host name ("www.example.com",
+// matched without regard to case) or a wildcard for one label in front of
+// a name of two labels or more ("*.example.com" matches "a.example.com",
+// not "example.com" nor "a.b.example.com"); an exact name wins over a
+// wildcard. Clients that send no name, or a name no entry matches, get
+// the chain set with sslconfig_set_certificate_chain_*, which stays
+// required. The same server_name again replaces its entry.
+//
+// The chain (PEM, leaf first) and the key (as for
+// sslconfig_set_private_key_file, `passphrase` NULL if the key is not
+// encrypted) are read and checked by this call; errors name the file:
+// SSLSERVER_ERROR_IO (unreadable), SSLSERVER_ERROR_CERTIFICATE,
+// SSLSERVER_ERROR_PRIVATE_KEY (bad or not matching the certificate). An
+// empty name, "*", a wildcard over one label ("*.com"), a wildcard that
+// is not the whole leftmost label, an address or an invalid DNS name give
+// SSLSERVER_ERROR_INVALID_ARGUMENT. The library does not check that the
+// certificate names server_name. On failure nothing changes. The OCSP
+// response (sslconfig_set_ocsp_response) is stapled to the default chain
+// only. Client mode ignores these certificates.
+enum sslserver_result sslconfig_add_sni_certificate_files(struct sslconfig *cfg,
+                                                          const char *server_name,
+                                                          const char *chain_path,
+                                                          const char *key_path,
+                                                          const char *passphrase);
+
+// Server: staples the OCSP response `der` (`len` bytes, DER, as `openssl
+// ocsp -respout` writes it) to the default certificate chain, for clients
+// that ask for one (status_request). The response must be a complete
+// OCSPResponse (strict DER) with status successful, at most 65527 bytes
+// (what a TLS 1.3 certificate entry can carry); anything else gives
+// SSLSERVER_ERROR_INVALID_ARGUMENT and changes nothing. Its signature,
+// dates and the certificate it speaks for are not checked here (clients
+// check them). len 0 (der may be NULL) removes it. The response belongs to
+// one certificate: setting a new chain (sslconfig_set_certificate_chain_*,
+// sslconfig_generate_self_signed) removes it, so set it after the chain.
+// SNI certificates get no stapled response. Refresh it before it expires
+// by calling again and passing the configuration to sslserver_set_config.
+// Client mode ignores it.
+enum sslserver_result sslconfig_set_ocsp_response(struct sslconfig *cfg,
+                                                  const uint8_t *der,
+                                                  size_t len);
+
+// Sets the cipher suites to use, like QSslConfiguration::setCiphers:
+// IANA names separated by ':', most preferred first (a server, too, picks
+// by this order rather than the client's, as Qt's servers do), e.g.
+// "TLS_AES_128_GCM_SHA256:TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
+// (case does not matter). The names are those of TLS 1.3
+// (TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256,
+// TLS_CHACHA20_POLY1305_SHA256) and of TLS 1.2's ECDHE suites with
+// AES-GCM or ChaCha20-Poly1305 for ECDSA and RSA certificates
+// (TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, ...); OpenSSL's own names
+// ("ECDHE-RSA-AES128-GCM-SHA256") are not accepted. An unknown or
+// unsupported name, an empty list or an empty name give
+// SSLSERVER_ERROR_INVALID_ARGUMENT naming it, and nothing changes.
+// Applies to servers and client mode alike (not to DTLS servers). A list
+// with no suite for any protocol version the configuration allows (only
+// TLS 1.2 suites with SSLSERVER_PROTOCOL_TLSV1_3) is refused when the
+// configuration is used: by sslserver_set_config, or by the connect or
+// start_encryption call in client mode. A TLS 1.2 suite serves only a
+// certificate of its kind (ECDSA or RSA): sslserver_set_config also
+// refuses a configuration with a certificate (default or SNI) that none
+// of the allowed suites can serve.
+enum sslserver_result sslconfig_set_ciphers(struct sslconfig *cfg, const char *names);
+
+// Sets the key exchange groups to use, like
+// QSslConfiguration::setEllipticCurves: names separated by ':', most
+// preferred first, e.g. "X25519:secp256r1:secp384r1". Accepted: X25519,
+// secp256r1 (also P-256, prime256v1), secp384r1 (also P-384) and the
+// post-quantum X25519MLKEM768, secp256r1MLKEM768, MLKEM768, MLKEM1024
+// (TLS 1.3 only); case does not matter. In client mode the order is the
+// order of preference; a server uses a group the client offered, in the
+// client's preference, among those allowed. Errors and scope as for
+// sslconfig_set_ciphers; a configuration whose groups fit none of its
+// protocol versions is refused when it is used.
+enum sslserver_result sslconfig_set_groups(struct sslconfig *cfg, const char *names);
+
+// Logs the TLS secrets of every connection made with this configuration
+// to the file `path`, in the NSS key log format Wireshark reads
+// ("CLIENT_TRAFFIC_SECRET_0 <client random> <secret>" lines, as
+// SSLKEYLOGFILE makes them elsewhere): for debugging only, since anyone
+// who reads the file can decrypt the captured traffic. The file is opened
+// by this call, for appending, and created with mode 0600; a path that
+// cannot be opened gives SSLSERVER_ERROR_IO naming it, a FIFO or another
+// file that is neither a regular file nor a character device gives
+// SSLSERVER_ERROR_INVALID_ARGUMENT (a pipe would make handshakes wait for
+// its reader); either way nothing changes. An existing file keeps its
+// permissions. NULL or "" turns the key log off. Each line is written whole,
+// so connections on several threads can share the file. The SSLKEYLOGFILE
+// environment variable alone never turns it on. Applies to servers and
+// client mode (not to DTLS servers).
+enum sslserver_result sslconfig_set_key_log_file(struct sslconfig *cfg, const char *path);
+
 // Creates a DTLS server (not listening, no PSK callback, no identity hint).
 // NULL only if out of memory.
 struct dtlsserver *dtlsserver_new(void);

@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ClientConnection, NamedGroup, RootCertStore, SignatureScheme};
 
-use crate::config::{crypto_provider, protocol_versions, TlsConfig};
+use crate::config::{protocol_versions, TlsConfig};
 use crate::connection::Connection;
 use crate::error::{os_reason, Error, ErrorKind, Result};
 use crate::events::{Event, EventSink, SslError};
@@ -402,7 +402,7 @@ fn client_context(config: &TlsConfig) -> Result<Arc<ClientContext>> {
         return Ok(context.clone());
     }
     let verifier = Arc::new(ServerIdentityVerifier::new(config, system_roots())?);
-    let builder = ClientConfig::builder_with_provider(crypto_provider().clone())
+    let builder = ClientConfig::builder_with_provider(config.provider()?)
         .with_protocol_versions(protocol_versions(config.protocol())?)
         .map_err(|e| Error::new(ErrorKind::Tls, format!("unusable protocol versions: {e}")))?
         .dangerous()
@@ -412,6 +412,9 @@ fn client_context(config: &TlsConfig) -> Result<Arc<ClientContext>> {
         None => builder.with_no_client_auth(),
     };
     client.alpn_protocols = config.alpn_protocols().to_vec();
+    if let Some(key_log) = config.key_log() {
+        client.key_log = key_log;
+    }
     client.resumption = Resumption::store(Arc::new(CountingTicketStore(
         ClientSessionMemoryCache::new(SESSION_CACHE_SIZE),
     )));

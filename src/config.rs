@@ -14,12 +14,16 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::version::{TLS12, TLS13};
-use rustls::SupportedProtocolVersion;
+use rustls::{SupportedCipherSuite, SupportedProtocolVersion};
 use sha2::{Digest, Sha256};
 
 use crate::client::ClientContext;
 use crate::error::{Error, Result};
 use crate::events::SslError;
+use crate::key_log::KeyLogFile;
+use crate::sni::{ServerNamePattern, SniCertificates};
+use crate::suites::{self, KxGroup};
+use crate::tickets::FileTicketer;
 use crate::tls::ServerTls;
 use crate::trust::IgnoredErrors;
 use crate::types::{PeerVerifyMode, Protocol, SslErrorCode};
@@ -59,6 +63,22 @@ pub struct TlsConfig {
     /// the server TLS material built on first use and shared the same way,
     /// so a client resumes its session on the next socket.
     server_tls: Arc<parking_lot::Mutex<Option<Arc<ServerTls>>>>,
+    /// Server: the keys of session tickets shared with other processes
+    /// (`None`: a random key of each server's own).
+    ticket_keys: Option<Arc<FileTicketer>>,
+    /// Server: whether to issue session tickets at all.
+    session_tickets: bool,
+    /// Server: more certificates, chosen by the name a client asks for.
+    sni: SniCertificates,
+    /// Server: the OCSP response stapled to the default chain. It speaks
+    /// for one certificate, so a new chain drops it.
+    ocsp_response: Option<Vec<u8>>,
+    /// The cipher suites and groups to use, in preference order (`None`:
+    /// the library's defaults).
+    cipher_suites: Option<Vec<SupportedCipherSuite>>,
+    kx_groups: Option<Vec<KxGroup>>,
+    /// Where TLS secrets are logged (NSS key log format), if anywhere.
+    key_log: Option<Arc<KeyLogFile>>,
 }
 
 impl Default for TlsConfig {
@@ -75,6 +95,13 @@ impl Default for TlsConfig {
             ssl_errors_callback: None,
             client_context: Arc::default(),
             server_tls: Arc::default(),
+            ticket_keys: None,
+            session_tickets: true,
+            sni: SniCertificates::default(),
+            ocsp_response: None,
+            cipher_suites: None,
+            kx_groups: None,
+            key_log: None,
         }
     }
 }
@@ -104,6 +131,7 @@ impl TlsConfig {
         }
         self.changed();
         self.chain = chain;
+        self.ocsp_response = None;
         Ok(())
     }
 
@@ -153,6 +181,7 @@ impl TlsConfig {
         self.changed();
         self.chain = vec![cert.der().clone()];
         self.key = Some(key);
+        self.ocsp_response = None;
         Ok(())
     }
 
@@ -220,6 +249,153 @@ impl TlsConfig {
 
     pub(crate) fn ignored_errors(&self) -> &IgnoredErrors {
         &self.ignored_errors
+    }
+
+    /// Server: session tickets sealed with the keys in these files, in
+    /// nginx's format (see `tickets`); the first key seals new tickets,
+    /// every key opens old ones. No paths: back to a random key per server.
+    pub fn set_session_ticket_keys_files(&mut self, paths: &[String]) -> Result<()> {
+        let keys = if paths.is_empty() {
+            None
+        } else {
+            Some(Arc::new(FileTicketer::from_files(paths)?))
+        };
+        self.changed();
+        self.ticket_keys = keys;
+        Ok(())
+    }
+
+    pub(crate) fn ticket_keys(&self) -> Option<&Arc<FileTicketer>> {
+        self.ticket_keys.as_ref()
+    }
+
+    /// Server: serves the chain at `chain_path` (with the key at
+    /// `key_path`) to clients asking for `server_name` by SNI: an exact
+    /// name or `*.example.com`. Checked as the default chain and key are;
+    /// errors name the file. The same name again replaces its entry.
+    pub fn add_sni_certificate_files(
+        &mut self,
+        server_name: &str,
+        chain_path: &str,
+        key_path: &str,
+        passphrase: Option<&str>,
+    ) -> Result<()> {
+        let pattern = ServerNamePattern::parse(server_name)?;
+        let chain =
+            parse_certificates(&read_file(chain_path)?).map_err(|e| e.context(chain_path))?;
+        let key = parse_private_key(&read_file(key_path)?, passphrase)
+            .map_err(|e| e.context(key_path))?;
+        check_key_matches(&chain, &key)
+            .map_err(|e| e.context(format!("{chain_path} and {key_path}")))?;
+        self.changed();
+        self.sni
+            .insert(pattern, Arc::new(CertifiedKey::new(chain, key)));
+        Ok(())
+    }
+
+    pub(crate) fn sni_certificates(&self) -> &SniCertificates {
+        &self.sni
+    }
+
+    /// Server: the DER OCSP response to staple to the default chain (empty:
+    /// none). Set it after the chain: setting a chain drops it.
+    pub fn set_ocsp_response(&mut self, der: &[u8]) -> Result<()> {
+        let response = if der.is_empty() {
+            None
+        } else {
+            crate::ocsp::check_response(der)?;
+            Some(der.to_vec())
+        };
+        self.changed();
+        self.ocsp_response = response;
+        Ok(())
+    }
+
+    pub fn ocsp_response(&self) -> Option<&[u8]> {
+        self.ocsp_response.as_deref()
+    }
+
+    /// The cipher suites to use, by IANA name, `:`-separated, most
+    /// preferred first ("TLS_AES_128_GCM_SHA256:TLS_ECDHE_ECDSA_WITH_...").
+    pub fn set_ciphers(&mut self, names: &str) -> Result<()> {
+        let suites = suites::parse_cipher_suites(names)?;
+        self.changed();
+        self.cipher_suites = Some(suites);
+        Ok(())
+    }
+
+    /// The key exchange groups to use, `:`-separated, most preferred first
+    /// ("X25519:secp256r1"; P-256, prime256v1 and P-384 are accepted too).
+    pub fn set_groups(&mut self, names: &str) -> Result<()> {
+        let groups = suites::parse_groups(names)?;
+        self.changed();
+        self.kx_groups = Some(groups);
+        Ok(())
+    }
+
+    /// Logs the TLS secrets of every connection to `path` in the NSS key
+    /// log format, appending (the file is created with mode 0600). `None`
+    /// or "": no key log.
+    pub fn set_key_log_file(&mut self, path: Option<&str>) -> Result<()> {
+        let key_log = match path.filter(|p| !p.is_empty()) {
+            Some(path) => Some(Arc::new(KeyLogFile::open(path)?)),
+            None => None,
+        };
+        self.changed();
+        self.key_log = key_log;
+        Ok(())
+    }
+
+    pub(crate) fn key_log(&self) -> Option<Arc<dyn rustls::KeyLog>> {
+        self.key_log
+            .clone()
+            .map(|log| log as Arc<dyn rustls::KeyLog>)
+    }
+
+    /// Whether the cipher suites were chosen (their order is then the
+    /// server's preference, as in Qt).
+    pub(crate) fn ciphers_chosen(&self) -> bool {
+        self.cipher_suites.is_some()
+    }
+
+    /// The IANA names of the cipher suites in use, most preferred first.
+    pub fn ciphers(&self) -> Vec<String> {
+        self.cipher_suites
+            .as_deref()
+            .unwrap_or(&crypto_provider().cipher_suites)
+            .iter()
+            .map(suites::cipher_suite_name)
+            .collect()
+    }
+
+    /// The names of the key exchange groups in use, most preferred first.
+    pub fn groups(&self) -> Vec<String> {
+        self.kx_groups
+            .as_deref()
+            .unwrap_or(&crypto_provider().kx_groups)
+            .iter()
+            .map(|g| suites::group_name(*g))
+            .collect()
+    }
+
+    /// The crypto provider for this configuration's suites, groups and
+    /// protocol versions; fails if they leave no version usable.
+    pub(crate) fn provider(&self) -> Result<Arc<CryptoProvider>> {
+        suites::provider_for(
+            self.cipher_suites.as_deref(),
+            self.kx_groups.as_deref(),
+            protocol_versions(self.protocol)?,
+        )
+    }
+
+    /// Server: whether to issue session tickets (default true).
+    pub fn set_session_tickets(&mut self, enabled: bool) {
+        self.changed();
+        self.session_tickets = enabled;
+    }
+
+    pub fn session_tickets(&self) -> bool {
+        self.session_tickets
     }
 
     /// Client mode: asked about server-certificate errors not ignored up front.

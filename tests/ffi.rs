@@ -535,3 +535,137 @@ fn result_codes_all_have_text() {
     }
     let _: sslserver_result = SSLSERVER_OK;
 }
+
+#[test]
+fn fleet_configuration_calls_check_their_arguments() {
+    let name = CString::new("www.example.com").unwrap();
+    let path = CString::new("/nonexistent/file").unwrap();
+    let list = CString::new("X25519").unwrap();
+    // NULL configuration.
+    assert_eq!(
+        sslconfig_set_session_ticket_keys_files(null_mut(), null(), 0),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(last_error(), "cfg must not be NULL");
+    assert_eq!(
+        sslconfig_set_session_tickets(null_mut(), false),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        sslconfig_add_sni_certificate_files(
+            null_mut(),
+            name.as_ptr(),
+            path.as_ptr(),
+            path.as_ptr(),
+            null()
+        ),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        sslconfig_set_ocsp_response(null_mut(), null(), 0),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        sslconfig_set_ciphers(null_mut(), list.as_ptr()),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        sslconfig_set_groups(null_mut(), list.as_ptr()),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        sslconfig_set_key_log_file(null_mut(), null()),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    let cfg = sslconfig_new();
+    // A count with no array, and a NULL entry in one.
+    assert_eq!(
+        sslconfig_set_session_ticket_keys_files(cfg, null(), 2),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(last_error(), "paths must not be NULL");
+    let entries = [path.as_ptr(), null()];
+    assert_eq!(
+        sslconfig_set_session_ticket_keys_files(cfg, entries.as_ptr(), 2),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(last_error(), "paths[1] must not be NULL");
+    // No paths: back to the default; a missing file names itself.
+    assert_eq!(
+        sslconfig_set_session_ticket_keys_files(cfg, null(), 0),
+        SSLSERVER_OK
+    );
+    assert_eq!(
+        sslconfig_set_session_ticket_keys_files(cfg, entries.as_ptr(), 1),
+        SSLSERVER_ERROR_IO
+    );
+    assert_eq!(last_error(), "/nonexistent/file: No such file or directory");
+    assert_eq!(sslconfig_set_session_tickets(cfg, false), SSLSERVER_OK);
+    // SNI: every string but the passphrase is required.
+    for (n, c, k) in [
+        (null(), path.as_ptr(), path.as_ptr()),
+        (name.as_ptr(), null(), path.as_ptr()),
+        (name.as_ptr(), path.as_ptr(), null()),
+    ] {
+        assert_eq!(
+            sslconfig_add_sni_certificate_files(cfg, n, c, k, null()),
+            SSLSERVER_ERROR_INVALID_ARGUMENT
+        );
+    }
+    let star = CString::new("*").unwrap();
+    assert_eq!(
+        sslconfig_add_sni_certificate_files(
+            cfg,
+            star.as_ptr(),
+            path.as_ptr(),
+            path.as_ptr(),
+            null()
+        ),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("'*'"), "{}", last_error());
+    // OCSP: NULL with a length is refused, NULL/0 clears, garbage is refused.
+    assert_eq!(
+        sslconfig_set_ocsp_response(cfg, null(), 5),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(sslconfig_set_ocsp_response(cfg, null(), 0), SSLSERVER_OK);
+    let garbage = b"\x30\x03garbage";
+    assert_eq!(
+        sslconfig_set_ocsp_response(cfg, garbage.as_ptr(), garbage.len()),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    // Ciphers and groups: NULL and unknown names.
+    assert_eq!(
+        sslconfig_set_ciphers(cfg, null()),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        sslconfig_set_groups(cfg, null()),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    let unknown = CString::new("TLS_AES_128_GCM_SHA256:RC4-MD5").unwrap();
+    assert_eq!(
+        sslconfig_set_ciphers(cfg, unknown.as_ptr()),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("'RC4-MD5'"), "{}", last_error());
+    assert_eq!(sslconfig_set_groups(cfg, list.as_ptr()), SSLSERVER_OK);
+    // Key log: NULL and "" turn it off; an unopenable path is named.
+    assert_eq!(sslconfig_set_key_log_file(cfg, null()), SSLSERVER_OK);
+    let empty = CString::new("").unwrap();
+    assert_eq!(
+        sslconfig_set_key_log_file(cfg, empty.as_ptr()),
+        SSLSERVER_OK
+    );
+    assert_eq!(
+        sslconfig_set_key_log_file(cfg, path.as_ptr()),
+        SSLSERVER_ERROR_IO
+    );
+    assert!(
+        last_error().contains("/nonexistent/file"),
+        "{}",
+        last_error()
+    );
+    sslconfig_free(cfg);
+}

@@ -2,6 +2,8 @@
 //! event recorder and real TLS clients (rustls, openssl CLI).
 #![allow(dead_code)]
 
+pub mod openssl_client;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex};
