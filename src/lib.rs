@@ -18,6 +18,7 @@ pub mod events;
 pub mod ffi;
 mod handshake;
 mod notification;
+mod proxy_protocol;
 pub mod server;
 mod tls;
 mod trust;
