@@ -367,13 +367,12 @@ impl Failure {
             ),
             Failure::Closed(0) => (
                 SocketError::SslHandshakeFailed,
-                "the client closed the connection before sending a PROXY protocol header"
-                    .to_string(),
+                "the peer closed the connection before sending a PROXY protocol header".to_string(),
             ),
             Failure::Closed(n) => (
                 SocketError::SslHandshakeFailed,
                 format!(
-                    "the client closed the connection after {n} bytes of a PROXY protocol header"
+                    "the peer closed the connection after {n} bytes of a PROXY protocol header"
                 ),
             ),
             Failure::Io(err) => (
@@ -403,7 +402,8 @@ impl From<crate::handshake::Expired> for Failure {
 /// a time up to a version 1 CRLF) would cost a system call per byte; peeking
 /// cannot wait for the rest of a split header without spinning. A header
 /// split across TCP segments is put together from several receives, each
-/// bounded by the deadline.
+/// bounded by the deadline. On failure, bytes received behind a bad header
+/// are dropped with the connection: nothing is handed to TLS.
 pub(crate) fn receive(
     connection: &Connection,
     deadline: HandshakeDeadline,
