@@ -9,7 +9,8 @@
 //!
 //! - Version 1 is one line of text, `PROXY TCP4|TCP6|UNKNOWN ...\r\n`, at
 //!   most 107 bytes with the CRLF. Single spaces, addresses of the announced
-//!   family, no leading zeros in numbers, ports up to 65535. After
+//!   family (a TCP6 address may end in dotted IPv4, as HAProxy writes
+//!   IPv4-mapped ones), no leading zeros in numbers, ports up to 65535. After
 //!   `UNKNOWN` the rest of the line is ignored, as the specification asks.
 //! - Version 2 is binary: a 12-byte signature, the version (2) and command
 //!   (LOCAL or PROXY), the family and transport, a 2-byte length and that
@@ -199,12 +200,20 @@ fn parse_ipv4(text: &str) -> Result<Ipv4Addr, Malformed> {
     Ok(Ipv4Addr::from(bytes))
 }
 
-/// Hexadecimal groups and colons (at most one "::"): no embedded IPv4 form,
-/// no zone.
+/// Hexadecimal groups and colons (at most one "::"), no zone, no brackets.
+/// The last 32 bits may be written as a dotted IPv4 address: HAProxy writes
+/// an IPv4 side of a TCP6 line (a client of a dual-stack listener, or an
+/// IPv6 path to this server) in the IPv4-mapped form `inet_ntop` gives,
+/// "::ffff:203.0.113.7"; refusing it would refuse every IPv4 client behind
+/// such a balancer. Its octets are as strict as a TCP4 line's (the standard
+/// parser refuses leading zeros there too), and it names an IPv4 client.
 fn parse_ipv6(text: &str) -> Result<Ipv6Addr, Malformed> {
     let bad = || malformed(format!("PROXY v1: bad IPv6 address {text:?}"));
-    let allowed = text.bytes().all(|b| b.is_ascii_hexdigit() || b == b':');
-    if !allowed || text.len() > 39 {
+    let allowed = text
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    // INET6_ADDRSTRLEN without its NUL: the longest text form.
+    if !allowed || text.len() > 45 {
         return Err(bad());
     }
     text.parse().map_err(|_| bad())

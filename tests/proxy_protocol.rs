@@ -197,6 +197,24 @@ fn v1_tcp6_header_gives_an_ipv6_client_address() {
 }
 
 #[test]
+fn v1_tcp6_with_an_ipv4_mapped_client_gives_the_ipv4_client() {
+    // What HAProxy sends for an IPv4 client when either side is IPv6 (a
+    // dual-stack `bind :::443 v4v6`, or an IPv6 path to this server).
+    let setup = proxied_server(5000);
+    let pending = Pending::new(&setup);
+    let transport_port = pending.transport_port();
+    let header = format!(
+        "PROXY TCP6 ::ffff:203.0.113.9 ::ffff:10.0.0.1 40009 {}\r\n",
+        setup.server.port
+    );
+    let client = pending
+        .handshake_behind(header.as_bytes())
+        .expect("the handshake behind a TCP6 line with IPv4-mapped addresses");
+    let claimed: SocketAddr = "203.0.113.9:40009".parse().unwrap();
+    check_proxied(&setup, client, claimed, transport_port);
+}
+
+#[test]
 fn v2_headers_with_tlvs_give_ipv4_and_ipv6_client_addresses() {
     let setup = proxied_server(5000);
     let mut tlvs = vec![0x02, 0x00, 0x0B];

@@ -83,6 +83,31 @@ fn v1_tcp6_names_the_client() {
     assert_eq!(client, Some(SocketAddr::new(full.parse().unwrap(), 1)));
 }
 
+/// HAProxy writes a TCP6 line when either side is IPv6, with an IPv4 side
+/// (or an IPv4 client of a dual-stack `bind :::443 v4v6`) in the
+/// IPv4-mapped form `inet_ntop` gives: "::ffff:203.0.113.7".
+#[test]
+fn v1_tcp6_accepts_the_ipv4_mapped_form_haproxy_sends() {
+    let line = "PROXY TCP6 ::ffff:203.0.113.7 ::ffff:10.0.0.1 40000 443\r\n";
+    let (client, len) = complete(v1(line));
+    assert_eq!(client, Some(addr("[::ffff:203.0.113.7]:40000")));
+    assert_eq!(len, line.len());
+    let line = "PROXY TCP6 ::ffff:198.51.100.1 2001:db8::1 1 443\r\n";
+    assert_eq!(complete(v1(line)).0, Some(addr("[::ffff:198.51.100.1]:1")));
+    // The dotted part is as strict as a TCP4 address, and the whole still
+    // 128 bits.
+    for source in [
+        "::ffff:01.2.3.4",
+        "::ffff:1.2.3",
+        "::ffff:256.2.3.4",
+        "::ffff:1.2.3.4.5",
+        "1:2:3:4:5:6:7:1.2.3.4",
+    ] {
+        let line = format!("PROXY TCP6 {source} ::1 1 2\r\n");
+        assert!(refused(v1(&line)).contains("bad IPv6 address"), "{line:?}");
+    }
+}
+
 #[test]
 fn v1_unknown_keeps_the_transport_address_and_ignores_the_rest_of_the_line() {
     assert_eq!(complete(v1("PROXY UNKNOWN\r\n")), (None, 15));
@@ -159,7 +184,6 @@ fn v1_syntax_errors_are_refused() {
         "PROXY TCP4 ::1 5.6.7.8 1 2\r\n",           // IPv6 under TCP4
         "PROXY TCP4 1.2.3.4 ::1 1 2\r\n",           // destination of the wrong family
         "PROXY TCP6 1.2.3.4 ::1 1 2\r\n",           // IPv4 under TCP6
-        "PROXY TCP6 ::ffff:1.2.3.4 ::1 1 2\r\n",    // embedded IPv4 form
         "PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n",      // a zone
         "PROXY TCP6 1:2:3:4:5:6:7:8:9 ::1 1 2\r\n", // nine groups
         "PROXY TCP6 1::2::3 ::1 1 2\r\n",           // two double colons
