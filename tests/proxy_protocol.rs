@@ -93,6 +93,9 @@ fn v1(client: SocketAddr, server_port: u16) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The longest version 2 header the server accepts (documented).
+const MAX_V2_HEADER: usize = 1024;
+
 const V2_SIGNATURE: [u8; 12] = [
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
 ];
@@ -438,4 +441,88 @@ fn servers_with_reuse_port_share_a_port_and_one_without_is_refused() {
         .expect_err("a listener without SO_REUSEPORT on a shared port");
     assert_eq!(refused.kind(), ErrorKind::AddressInUse, "{refused}");
     assert_eq!(third.server_error().0, SocketError::AddressInUse);
+}
+
+#[test]
+fn a_dripping_header_ends_at_the_deadline_from_accept() {
+    // A v2 header announcing 1000 bytes, one byte every 20 ms: 20 s of
+    // bytes that keep arriving. Every receive waits only until the one
+    // deadline from accept, so it ends then, long before the drip does.
+    let timeout = Duration::from_millis(300);
+    let setup = proxied_server(timeout.as_millis() as i32);
+    let mut tcp = TcpStream::connect(setup.server.addr()).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let connected = Instant::now();
+    let transport_port = tcp.local_addr().unwrap().port();
+    let header = v2_raw(0x21, 0x00, &[0u8; 1000 - 16]);
+    for byte in &header {
+        let refused = !setup.server.events.of(transport_port).is_empty();
+        if refused || tcp.write_all(&[*byte]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check_refused(&setup, transport_port, SocketError::SocketTimeout);
+    let took = connected.elapsed();
+    assert!(
+        took >= timeout,
+        "refused after {took:?}, before the deadline"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the drip kept the connection for {took:?}"
+    );
+}
+
+#[test]
+fn one_deadline_covers_the_header_and_the_handshake() {
+    // The header comes late, then no ClientHello: the handshake ends at the
+    // deadline counted from accept, not from the header.
+    let timeout = Duration::from_millis(1000);
+    let setup = proxied_server(timeout.as_millis() as i32);
+    let claimed: SocketAddr = "192.0.2.77:40077".parse().unwrap();
+    let mut tcp = TcpStream::connect(setup.server.addr()).unwrap();
+    let connected = Instant::now();
+    std::thread::sleep(Duration::from_millis(700));
+    tcp.write_all(&v1(claimed, setup.server.port)).unwrap();
+    let events = setup.server.events.finished(claimed.port());
+    let took = connected.elapsed();
+    assert_eq!(
+        kinds_of(&events),
+        [EventKind::NewConnection, EventKind::ErrorOccurred]
+    );
+    assert_eq!(events[1].socket_error, SocketError::SocketTimeout);
+    assert!(took >= timeout, "ended after {took:?}");
+    assert!(
+        took < timeout + Duration::from_millis(600),
+        "the deadline restarted after the header: ended after {took:?}"
+    );
+}
+
+#[test]
+fn the_longest_headers_leave_the_client_hello_behind_them_intact() {
+    let setup = proxied_server(5000);
+    let claimed: SocketAddr = "192.0.2.9:4000".parse().unwrap();
+    // A v2 header of exactly the 1024 bytes accepted (a NOOP TLV pads it).
+    let pad = MAX_V2_HEADER - 16 - 12;
+    let mut tlv = vec![0x04];
+    tlv.extend_from_slice(&((pad - 3) as u16).to_be_bytes());
+    tlv.resize(pad, 0);
+    let longest_v2 = v2(claimed, setup.server.port, &tlv);
+    assert_eq!(longest_v2.len(), MAX_V2_HEADER);
+    let pending = Pending::new(&setup);
+    let transport_port = pending.transport_port();
+    let client = pending.handshake_behind(&longest_v2).unwrap();
+    check_proxied(&setup, client, claimed, transport_port);
+    // The longest v1 line (107 bytes).
+    let longest_v1 = format!(
+        "PROXY UNKNOWN {0} {0} 65535 65535\r\n",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+    );
+    assert_eq!(longest_v1.len(), 107);
+    let pending = Pending::new(&setup);
+    let transport_port = pending.transport_port();
+    let client = pending.handshake_behind(longest_v1.as_bytes()).unwrap();
+    let transport = SocketAddr::new("127.0.0.1".parse().unwrap(), transport_port);
+    check_proxied(&setup, client, transport, transport_port);
 }
