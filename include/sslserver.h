@@ -341,6 +341,16 @@ typedef enum sslserver_socket_state {
   SSLSERVER_SOCKET_STATE_CLOSING = 6,
 } sslserver_socket_state;
 
+// Whether a server expects HAProxy's PROXY protocol header (version 1 or
+// 2) in front of each connection's TLS stream.
+typedef enum sslserver_proxy_protocol {
+  // No header: the TLS stream starts at the first byte (the default).
+  SSLSERVER_PROXY_PROTOCOL_OFF = 0,
+  // Every connection must start with a valid header; one without is
+  // closed before its handshake.
+  SSLSERVER_PROXY_PROTOCOL_REQUIRED = 1,
+} sslserver_proxy_protocol;
+
 // An encrypted TLS connection: one a server accepted (from
 // `sslserver_next_pending_connection`, or borrowed in an event), or one made
 // with `sslsocket_connect_encrypted`. Free owned ones with `sslsocket_free`.
@@ -940,6 +950,29 @@ enum sslserver_result sslserver_set_listen_backlog_size(struct sslserver *server
 // The listen backlog; 0 for NULL.
 int sslserver_listen_backlog_size(const struct sslserver *server);
 
+// Sets SO_REUSEPORT on the socket of the next sslserver_listen (default
+// off): several servers, in one process or many, may then listen on the
+// same address and port, and the kernel spreads new connections among
+// them. Every socket sharing the port needs it (and, on Linux, the same
+// user). A descriptor adopted with sslserver_set_socket_descriptor keeps
+// the options it was made with.
+enum sslserver_result sslserver_set_reuse_port(struct sslserver *server, bool on);
+
+// Expects HAProxy's PROXY protocol header (version 1 text or version 2
+// binary, at most 1024 bytes) in front of every connection's TLS stream
+// (default OFF). Applies to connections accepted after the call. With
+// REQUIRED, a connection whose header is missing, malformed or too long is
+// closed before its handshake with ERROR_OCCURRED (SSL_HANDSHAKE_FAILED),
+// one whose header does not arrive within the handshake timeout with
+// ERROR_OCCURRED (SOCKET_TIMEOUT), and no other event. After a valid
+// header NEW_CONNECTION fires, and sslsocket_peer_address/_port give
+// the client the header names (sslsocket_transport_peer_address gives the
+// balancer). Only for listeners that trusted balancers alone can reach: a
+// client that can connect directly can claim any address. A mode outside
+// the enum is SSLSERVER_ERROR_INVALID_ARGUMENT.
+enum sslserver_result sslserver_set_proxy_protocol(struct sslserver *server,
+                                                   sslserver_proxy_protocol mode);
+
 // Listens on `address` (NULL or "" = every address, dual-stack where
 // possible; otherwise an IPv4 or IPv6 literal) and `port` (0 = ephemeral,
 // read it back with sslserver_server_port). Requires sslserver_set_config
@@ -1116,14 +1149,27 @@ enum sslserver_result sslsocket_error_string(const struct sslsocket *s,
                                              size_t *out_n);
 
 // The peer's address, e.g. "127.0.0.1" or "::1" (IPv4 clients of a
-// dual-stack server appear as IPv4). Readable in every event.
+// dual-stack server appear as IPv4). Readable in every event. With the
+// PROXY protocol (sslserver_set_proxy_protocol) it is the client the
+// header named, from NEW_CONNECTION on; see
+// sslsocket_transport_peer_address for the balancer's.
 enum sslserver_result sslsocket_peer_address(const struct sslsocket *s,
                                              char *buf,
                                              size_t len,
                                              size_t *out_n);
 
-// The peer's port; 0 for NULL.
+// The peer's port (with the PROXY protocol, the client's, as for
+// sslsocket_peer_address); 0 for NULL.
 uint16_t sslsocket_peer_port(const struct sslsocket *s);
+
+// The address of the TCP peer itself (string-out convention, as
+// sslsocket_peer_address): with the PROXY protocol, the balancer that
+// relayed the connection; otherwise the same as sslsocket_peer_address.
+// Readable in every event.
+enum sslserver_result sslsocket_transport_peer_address(const struct sslsocket *s,
+                                                       char *buf,
+                                                       size_t len,
+                                                       size_t *out_n);
 
 // The local port of the connection; 0 for NULL.
 uint16_t sslsocket_local_port(const struct sslsocket *s);

@@ -16,8 +16,9 @@ use rustls::ServerConnection;
 use crate::connection::Connection;
 use crate::error::os_reason;
 use crate::events::{Event, EventSink, SslError};
+use crate::proxy_protocol;
 use crate::tls::ServerTls;
-use crate::types::{AlertLevel, AlertType, EventKind, SocketError, SslErrorCode};
+use crate::types::{AlertLevel, AlertType, EventKind, ProxyProtocol, SocketError, SslErrorCode};
 use crate::verify::{self, Refusal};
 
 /// The first byte of a TLS record carrying a handshake message.
@@ -105,15 +106,35 @@ impl From<Expired> for Failure {
     }
 }
 
-/// Runs the handshake and reports its events. Returns the connection's TLS
-/// state on success; on failure the socket is closed and ERROR_OCCURRED
-/// has been emitted.
+/// Runs the handshake of an accepted connection and reports its events,
+/// after its PROXY protocol header if `proxy` requires one. Returns the
+/// connection's TLS state on success; on failure the socket is closed and
+/// ERROR_OCCURRED has been emitted.
+///
+/// NEW_CONNECTION comes after the header, so that it names the client the
+/// header gave; a connection refused for its header gets ERROR_OCCURRED
+/// alone, and no byte of its TLS stream has been looked at.
 pub(crate) fn perform(
     connection: &Arc<Connection>,
     tls: &ServerTls,
     events: &EventSink,
+    proxy: ProxyProtocol,
     deadline: HandshakeDeadline,
 ) -> Option<rustls::Connection> {
+    if proxy == ProxyProtocol::Required {
+        match proxy_protocol::receive(connection, deadline) {
+            Ok(header) => {
+                if let Some(client) = header.client {
+                    connection.set_proxied_peer(client);
+                }
+            }
+            Err(failure) => {
+                let (error, text) = failure.describe(deadline.timeout_ms);
+                report_failure(connection, events, error, text);
+                return None;
+            }
+        }
+    }
     events.emit(EventKind::NewConnection, || {
         Event::new(EventKind::NewConnection, Some(connection))
             .describe(format!("new connection from {}", connection.peer_display()))
@@ -412,7 +433,7 @@ fn read_some(
 
 /// Interrupted, or a socket timeout that the next `remaining()` turns into
 /// a deadline failure.
-fn is_retryable(err: &io::Error) -> bool {
+pub(crate) fn is_retryable(err: &io::Error) -> bool {
     matches!(
         err.kind(),
         io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -474,6 +495,16 @@ fn fail(
             )
         }
     };
+    report_failure(connection, events, error, text);
+}
+
+/// Closes a connection whose handshake failed and reports why.
+fn report_failure(
+    connection: &Arc<Connection>,
+    events: &EventSink,
+    error: SocketError,
+    text: String,
+) {
     connection.set_error(error, text.clone());
     connection.abort();
     events.emit(EventKind::ErrorOccurred, || {

@@ -20,6 +20,7 @@ mod handshake;
 mod key_log;
 mod notification;
 mod ocsp;
+mod proxy_protocol;
 pub mod server;
 mod sni;
 mod suites;

@@ -25,7 +25,7 @@ use crate::events::{Callback, Callbacks, EventSink};
 use crate::handshake::{self, HandshakeDeadline};
 use crate::notification::QueueNotification;
 use crate::tls::ServerTls;
-use crate::types::{EventKind, SocketError, SslMode};
+use crate::types::{EventKind, ProxyProtocol, SocketError, SslMode};
 
 /// The default handshake timeout, in ms.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: i32 = 5000;
@@ -53,6 +53,10 @@ pub(crate) struct Common {
     max_pending: AtomicI32,
     max_handshakes: AtomicI32,
     backlog: AtomicI32,
+    /// SO_REUSEPORT on the next `listen`.
+    reuse_port: AtomicBool,
+    /// A `ProxyProtocol`, read at each accept.
+    proxy_protocol: AtomicI32,
     paused: AtomicBool,
     callbacks: Arc<Callbacks>,
     last_error: Mutex<(SocketError, String)>,
@@ -97,6 +101,8 @@ impl Server {
                 max_pending: AtomicI32::new(DEFAULT_MAX_PENDING_CONNECTIONS),
                 max_handshakes: AtomicI32::new(DEFAULT_MAX_CONCURRENT_HANDSHAKES),
                 backlog: AtomicI32::new(DEFAULT_LISTEN_BACKLOG),
+                reuse_port: AtomicBool::new(false),
+                proxy_protocol: AtomicI32::new(ProxyProtocol::Off as i32),
                 paused: AtomicBool::new(false),
                 callbacks: Arc::new(Callbacks::default()),
                 last_error: Mutex::new((SocketError::Unknown, String::new())),
@@ -164,6 +170,30 @@ impl Server {
         self.common.backlog.load(Ordering::Relaxed)
     }
 
+    /// SO_REUSEPORT for the next `listen`: several sockets (processes) may
+    /// then listen on one port, and the kernel spreads connections among
+    /// them. Adopted listeners keep the options they were made with.
+    pub fn set_reuse_port(&self, on: bool) {
+        self.common.reuse_port.store(on, Ordering::Relaxed);
+    }
+
+    pub fn reuse_port(&self) -> bool {
+        self.common.reuse_port.load(Ordering::Relaxed)
+    }
+
+    /// Whether connections accepted from now on must start with a PROXY
+    /// protocol header (see `proxy_protocol`).
+    pub fn set_proxy_protocol(&self, mode: ProxyProtocol) {
+        self.common
+            .proxy_protocol
+            .store(mode as i32, Ordering::Relaxed);
+    }
+
+    pub fn proxy_protocol(&self) -> ProxyProtocol {
+        ProxyProtocol::from_raw(self.common.proxy_protocol.load(Ordering::Relaxed))
+            .unwrap_or_default()
+    }
+
     pub fn set_callback(&self, kind: EventKind, callback: Option<Callback>) {
         self.common.callbacks.set(kind, callback);
     }
@@ -173,7 +203,11 @@ impl Server {
     pub fn listen(&self, address: Option<&str>, port: u16) -> Result<()> {
         let _starting = self.starting.lock();
         let result = self.check_can_listen().and_then(|()| {
-            let listener = bind(address, port, self.listen_backlog_size())?;
+            let options = ListenOptions {
+                backlog: self.listen_backlog_size(),
+                reuse_port: self.reuse_port(),
+            };
+            let listener = bind(address, port, options)?;
             self.start(listener).map_err(|(error, _listener)| error)
         });
         self.record(result)
@@ -380,15 +414,15 @@ fn positive(n: i32, what: &str) -> Result<()> {
 
 /// Binds and listens. "" or `None` is the IPv6 any-address with IPv4 mapped
 /// in (dual-stack), or IPv4 any where the host has no IPv6.
-fn bind(address: Option<&str>, port: u16, backlog: i32) -> Result<TcpListener> {
+fn bind(address: Option<&str>, port: u16, options: ListenOptions) -> Result<TcpListener> {
     let address = address.unwrap_or("").trim();
     if address.is_empty() {
         let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-        return match bind_one(any6, backlog, true) {
+        return match bind_one(any6, options, true) {
             Err(e) if e.kind() == ErrorKind::AddressNotAvailable || e.kind() == ErrorKind::Io => {
                 bind_one(
                     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-                    backlog,
+                    options,
                     false,
                 )
             }
@@ -399,10 +433,17 @@ fn bind(address: Option<&str>, port: u16, backlog: i32) -> Result<TcpListener> {
     let ip: IpAddr = literal.parse().map_err(|_| {
         Error::invalid_argument(format!("'{address}' is not an IPv4 or IPv6 address"))
     })?;
-    bind_one(SocketAddr::new(ip, port), backlog, false)
+    bind_one(SocketAddr::new(ip, port), options, false)
 }
 
-fn bind_one(addr: SocketAddr, backlog: i32, dual_stack: bool) -> Result<TcpListener> {
+/// The settings a new listening socket is made with.
+#[derive(Clone, Copy)]
+struct ListenOptions {
+    backlog: i32,
+    reuse_port: bool,
+}
+
+fn bind_one(addr: SocketAddr, options: ListenOptions, dual_stack: bool) -> Result<TcpListener> {
     let listen_error = |e: std::io::Error| {
         let kind = match e.raw_os_error() {
             Some(libc::EADDRINUSE) => ErrorKind::AddressInUse,
@@ -418,8 +459,12 @@ fn bind_one(addr: SocketAddr, backlog: i32, dual_stack: bool) -> Result<TcpListe
     }
     // Restarting a server must not fail on connections in TIME_WAIT.
     socket.set_reuse_address(true).map_err(listen_error)?;
+    if options.reuse_port {
+        // Must be set before bind, on every socket sharing the port.
+        socket.set_reuse_port(true).map_err(listen_error)?;
+    }
     socket.bind(&addr.into()).map_err(listen_error)?;
-    socket.listen(backlog).map_err(listen_error)?;
+    socket.listen(options.backlog).map_err(listen_error)?;
     Ok(socket.into())
 }
 
@@ -604,6 +649,8 @@ impl Session {
         // The certificate in force at accept, so a rotation never applies to
         // a connection accepted before it.
         let tls = self.common.tls.lock().clone();
+        let proxy = ProxyProtocol::from_raw(self.common.proxy_protocol.load(Ordering::Relaxed))
+            .unwrap_or_default();
         let session = self.clone();
         let for_thread = connection.clone();
         let started = connection.start_handshake(move || {
@@ -611,7 +658,7 @@ impl Session {
             // leave its client hanging.
             let served = catch_unwind(AssertUnwindSafe(|| {
                 SERVING.set(Some((Arc::as_ptr(&session) as usize, id)));
-                session.serve(id, for_thread.clone(), tls, deadline)
+                session.serve(id, for_thread.clone(), tls, proxy, deadline)
             }));
             SERVING.set(None);
             if served.is_err() {
@@ -634,16 +681,18 @@ impl Session {
         })
     }
 
-    /// The handshake thread: handshake, queue, PENDING_CONNECTION_AVAILABLE.
+    /// The handshake thread: PROXY protocol header, handshake, queue,
+    /// PENDING_CONNECTION_AVAILABLE.
     fn serve(
         &self,
         id: u64,
         connection: Arc<Connection>,
         tls: Option<Arc<ServerTls>>,
+        proxy: ProxyProtocol,
         deadline: HandshakeDeadline,
     ) {
         let handshaken = match tls {
-            Some(tls) => handshake::perform(&connection, &tls, &self.events, deadline),
+            Some(tls) => handshake::perform(&connection, &tls, &self.events, proxy, deadline),
             None => None,
         };
         let Some(tls) = handshaken else {

@@ -564,3 +564,24 @@ impl SslMode {
         }
     }
 }
+
+/// Whether a server expects HAProxy's PROXY protocol header (version 1 or
+/// 2) in front of each connection's TLS stream.
+/// cbindgen:prefix-with-name
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ProxyProtocol {
+    /// No header: the TLS stream starts at the first byte (the default).
+    #[default]
+    Off = 0,
+    /// Every connection must start with a valid header; one without is
+    /// closed before its handshake.
+    Required = 1,
+}
+
+impl ProxyProtocol {
+    pub fn from_raw(raw: i32) -> Option<Self> {
+        use ProxyProtocol::*;
+        [Off, Required].into_iter().find(|m| *m as i32 == raw)
+    }
+}

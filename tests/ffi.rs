@@ -15,7 +15,7 @@ use sslserver::ffi::server::*;
 use sslserver::ffi::socket::*;
 use sslserver::ffi::sslserver_result::{self, *};
 use sslserver::ffi::*;
-use sslserver::{PeerVerifyMode, Protocol, SocketError, SocketState};
+use sslserver::{PeerVerifyMode, Protocol, ProxyProtocol, SocketError, SocketState};
 
 fn last_error() -> String {
     // SAFETY: the library returns a valid NUL-terminated string.
@@ -534,6 +534,121 @@ fn result_codes_all_have_text() {
         assert!(!t.is_empty() && t != "unknown result code", "{code}");
     }
     let _: sslserver_result = SSLSERVER_OK;
+}
+
+#[test]
+fn proxy_protocol_reuse_port_and_transport_address_functions() {
+    // NULL handles.
+    let mut n = 0usize;
+    let mut buf = [0 as c_char; 64];
+    assert_eq!(
+        sslserver_set_reuse_port(null_mut(), true),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(last_error(), "server must not be NULL");
+    assert_eq!(
+        sslserver_set_proxy_protocol(null_mut(), 1),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        sslsocket_transport_peer_address(null(), buf.as_mut_ptr(), 64, &mut n),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(last_error(), "s must not be NULL");
+
+    let (server, port, ca) = listening_server();
+    // Values outside the enum are refused and change nothing.
+    for bad in [2, -1, i32::MAX] {
+        assert_eq!(
+            sslserver_set_proxy_protocol(server, bad),
+            SSLSERVER_ERROR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains(&bad.to_string()), "{}", last_error());
+    }
+    assert_eq!(sslserver_set_reuse_port(server, false), SSLSERVER_OK);
+    assert_eq!(
+        sslserver_set_proxy_protocol(server, ProxyProtocol::Required as i32),
+        SSLSERVER_OK
+    );
+
+    // A client behind a balancer: the header, then the ClientHello.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(SOON)).unwrap();
+    let transport_port = tcp.local_addr().unwrap().port();
+    let config = client_config(&ca.identity.cert_der, None, &[]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(config, name).unwrap();
+    let mut bytes = format!("PROXY TCP6 2001:db8::99 ::1 4242 {port}\r\n").into_bytes();
+    tls.write_tls(&mut bytes).unwrap();
+    use std::io::Write;
+    tcp.write_all(&bytes).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut tcp).unwrap();
+    }
+    assert!(sslserver_wait_for_new_connection(
+        server,
+        30_000,
+        null_mut()
+    ));
+    let socket = sslserver_next_pending_connection(server);
+    assert!(!socket.is_null());
+
+    assert_eq!(
+        sslsocket_peer_address(socket, buf.as_mut_ptr(), 64, &mut n),
+        SSLSERVER_OK
+    );
+    assert_eq!(text(buf.as_ptr()), "2001:db8::99");
+    assert_eq!(sslsocket_peer_port(socket), 4242);
+    // The string-out convention, as for sslsocket_peer_address.
+    assert_eq!(
+        sslsocket_transport_peer_address(socket, null_mut(), 0, &mut n),
+        SSLSERVER_ERROR_BUFFER_TOO_SMALL
+    );
+    assert_eq!(n, "127.0.0.1".len());
+    let mut small = [0 as c_char; 9];
+    assert_eq!(
+        sslsocket_transport_peer_address(socket, small.as_mut_ptr(), small.len(), &mut n),
+        SSLSERVER_ERROR_BUFFER_TOO_SMALL,
+        "no room for the NUL"
+    );
+    assert_eq!(n, 9);
+    assert_eq!(
+        sslsocket_transport_peer_address(socket, null_mut(), 5, &mut n),
+        SSLSERVER_ERROR_INVALID_ARGUMENT,
+        "a length without a buffer"
+    );
+    assert_eq!(
+        sslsocket_transport_peer_address(socket, buf.as_mut_ptr(), 64, null_mut()),
+        SSLSERVER_ERROR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        sslsocket_transport_peer_address(socket, buf.as_mut_ptr(), 10, &mut n),
+        SSLSERVER_OK
+    );
+    assert_eq!((text(buf.as_ptr()).as_str(), n), ("127.0.0.1", 9));
+    assert_ne!(transport_port, 4242);
+    sslsocket_free(socket);
+
+    // Back to OFF: the next connection is plain TLS, and both addresses agree.
+    assert_eq!(
+        sslserver_set_proxy_protocol(server, ProxyProtocol::Off as i32),
+        SSLSERVER_OK
+    );
+    let client = connect(port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert!(sslserver_wait_for_new_connection(
+        server,
+        30_000,
+        null_mut()
+    ));
+    let socket = sslserver_next_pending_connection(server);
+    assert_eq!(sslsocket_peer_port(socket), port_of(&client));
+    assert_eq!(
+        sslsocket_transport_peer_address(socket, buf.as_mut_ptr(), 64, &mut n),
+        SSLSERVER_OK
+    );
+    assert_eq!(text(buf.as_ptr()), "127.0.0.1");
+    sslsocket_free(socket);
+    sslserver_free(server);
 }
 
 #[test]

@@ -55,6 +55,14 @@ impl Inbox {
         received
     }
 
+    /// Takes `bytes` received by other means as pending, behind nothing:
+    /// the inbox must be empty.
+    pub(super) fn hold(&mut self, bytes: Vec<u8>) {
+        debug_assert!(self.is_empty(), "bytes held behind pending ones");
+        self.bytes = bytes;
+        self.taken = 0;
+    }
+
     /// Moves up to `buf.len()` pending bytes into `buf`.
     pub(super) fn take_into(&mut self, buf: &mut [u8]) -> usize {
         let pending = self.pending();

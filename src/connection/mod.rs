@@ -340,7 +340,11 @@ enum Wait {
 // application's handle.
 pub struct Connection {
     stream: TcpStream,
+    /// The TCP peer: with the PROXY protocol, the balancer.
     peer: SocketAddr,
+    /// The client a PROXY protocol header named, set once before the
+    /// handshake; the peer address from then on.
+    proxied_peer: OnceLock<SocketAddr>,
     local: SocketAddr,
     verification: Verification,
     session: OnceLock<SessionInfo>,
@@ -387,6 +391,7 @@ impl Connection {
         Arc::new_cyclic(|me| Connection {
             stream,
             peer: unmap(peer),
+            proxied_peer: OnceLock::new(),
             local: unmap(local),
             verification: Verification::default(),
             session: OnceLock::new(),
@@ -528,8 +533,22 @@ impl Connection {
         self.work.wait();
     }
 
+    /// The peer: the client a PROXY protocol header named, or else the TCP
+    /// peer.
     pub fn peer_addr(&self) -> SocketAddr {
+        self.proxied_peer.get().copied().unwrap_or(self.peer)
+    }
+
+    /// The TCP peer, whatever a PROXY protocol header said: the balancer
+    /// when there was one, otherwise the same as `peer_addr`.
+    pub fn transport_peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Records the client a PROXY protocol header named (once; IPv4-mapped
+    /// IPv6 addresses appear as IPv4, as for TCP peers).
+    pub(crate) fn set_proxied_peer(&self, client: SocketAddr) {
+        let _ = self.proxied_peer.set(unmap(client));
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -538,7 +557,7 @@ impl Connection {
 
     /// `address:port`, with brackets around IPv6 addresses.
     pub(crate) fn peer_display(&self) -> String {
-        self.peer.to_string()
+        self.peer_addr().to_string()
     }
 
     pub fn session(&self) -> Option<&SessionInfo> {

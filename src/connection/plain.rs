@@ -130,6 +130,15 @@ impl Connection {
         HandshakeInput(self)
     }
 
+    /// Puts bytes received ahead of the handshake (those behind a PROXY
+    /// protocol header) where the handshake reads first. Called before the
+    /// handshake, by the one thread receiving.
+    pub(crate) fn keep_for_handshake(&self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.inbox.lock().hold(bytes.to_vec());
+        }
+    }
+
     /// The first byte of the handshake if it already arrived in plain text.
     pub(crate) fn buffered_handshake_byte(&self) -> Option<u8> {
         self.inbox.lock().pending().first().copied()

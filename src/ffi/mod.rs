@@ -77,6 +77,8 @@ pub type RawEventKind = c_int;
 pub type RawSocketError = c_int;
 /// An `sslserver_ssl_error_code` as C passes it.
 pub type RawSslErrorCode = c_int;
+/// An `sslserver_proxy_protocol` as C passes it.
+pub type RawProxyProtocol = c_int;
 
 /// A failed call: its code and the message for `sslserver_last_error_message`.
 pub(crate) struct Failure {

@@ -11,10 +11,10 @@ use socket2::{Socket, Type};
 use super::config::{snapshot, sslconfig};
 use super::events::{callback_for, sslserver_callback};
 use super::{call_or, copy_out, put, read_handle, share, text, with_handle, Failure};
-use super::{sslserver_result, RawEventKind};
+use super::{sslserver_result, RawEventKind, RawProxyProtocol};
 use crate::connection::Connection;
 use crate::server::{Server, WaitOutcome};
-use crate::types::{EventKind, SocketError};
+use crate::types::{EventKind, ProxyProtocol, SocketError};
 
 /// `msecs` as a wait: -1 is forever, other negatives are invalid.
 fn wait_time(msecs: c_int) -> Result<Option<Duration>, Failure> {
@@ -132,6 +132,45 @@ pub extern "C" fn sslserver_set_listen_backlog_size(
 #[no_mangle]
 pub extern "C" fn sslserver_listen_backlog_size(server: *const Server) -> c_int {
     read_handle(server, 0, Server::listen_backlog_size)
+}
+
+/// Sets SO_REUSEPORT on the socket of the next sslserver_listen (default
+/// off): several servers, in one process or many, may then listen on the
+/// same address and port, and the kernel spreads new connections among
+/// them. Every socket sharing the port needs it (and, on Linux, the same
+/// user). A descriptor adopted with sslserver_set_socket_descriptor keeps
+/// the options it was made with.
+#[no_mangle]
+pub extern "C" fn sslserver_set_reuse_port(server: *mut Server, on: bool) -> sslserver_result {
+    with_handle(server, "server", |s| {
+        s.set_reuse_port(on);
+        Ok(())
+    })
+}
+
+/// Expects HAProxy's PROXY protocol header (version 1 text or version 2
+/// binary, at most 1024 bytes) in front of every connection's TLS stream
+/// (default OFF). Applies to connections accepted after the call. With
+/// REQUIRED, a connection whose header is missing, malformed or too long is
+/// closed before its handshake with ERROR_OCCURRED (SSL_HANDSHAKE_FAILED),
+/// one whose header does not arrive within the handshake timeout with
+/// ERROR_OCCURRED (SOCKET_TIMEOUT), and no other event. After a valid
+/// header NEW_CONNECTION fires, and sslsocket_peer_address/_port give
+/// the client the header names (sslsocket_transport_peer_address gives the
+/// balancer). Only for listeners that trusted balancers alone can reach: a
+/// client that can connect directly can claim any address. A mode outside
+/// the enum is SSLSERVER_ERROR_INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn sslserver_set_proxy_protocol(
+    server: *mut Server,
+    mode: RawProxyProtocol,
+) -> sslserver_result {
+    with_handle(server, "server", |s| {
+        let mode = ProxyProtocol::from_raw(mode)
+            .ok_or_else(|| Failure::invalid(format!("{mode} is not a PROXY protocol mode")))?;
+        s.set_proxy_protocol(mode);
+        Ok(())
+    })
 }
 
 /// Listens on `address` (NULL or "" = every address, dual-stack where

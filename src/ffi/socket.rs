@@ -185,7 +185,10 @@ pub extern "C" fn sslsocket_error_string(
 }
 
 /// The peer's address, e.g. "127.0.0.1" or "::1" (IPv4 clients of a
-/// dual-stack server appear as IPv4). Readable in every event.
+/// dual-stack server appear as IPv4). Readable in every event. With the
+/// PROXY protocol (sslserver_set_proxy_protocol) it is the client the
+/// header named, from NEW_CONNECTION on; see
+/// sslsocket_transport_peer_address for the balancer's.
 #[no_mangle]
 pub extern "C" fn sslsocket_peer_address(
     s: *const Connection,
@@ -200,10 +203,29 @@ pub extern "C" fn sslsocket_peer_address(
     })
 }
 
-/// The peer's port; 0 for NULL.
+/// The peer's port (with the PROXY protocol, the client's, as for
+/// sslsocket_peer_address); 0 for NULL.
 #[no_mangle]
 pub extern "C" fn sslsocket_peer_port(s: *const Connection) -> u16 {
     read_handle(s, 0, |s| s.peer_addr().port())
+}
+
+/// The address of the TCP peer itself (string-out convention, as
+/// sslsocket_peer_address): with the PROXY protocol, the balancer that
+/// relayed the connection; otherwise the same as sslsocket_peer_address.
+/// Readable in every event.
+#[no_mangle]
+pub extern "C" fn sslsocket_transport_peer_address(
+    s: *const Connection,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> sslserver_result {
+    with_handle(s, "s", |s| {
+        let address = s.transport_peer_addr().ip().to_string();
+        // SAFETY: the caller passes a buffer of `len` bytes and a size_t out pointer.
+        unsafe { copy_out(&address, buf, len, out_n) }
+    })
 }
 
 /// The local port of the connection; 0 for NULL.
