@@ -105,7 +105,8 @@ if [[ $smoke == 0 ]]; then
     log "build the library (release) and epoll_echo_server (gcc -O2, static)"
     cargo build --release --quiet --lib
     gcc -O2 -g -Wall -Wextra -Werror -I include -o "$work/bin/epoll_echo_server" \
-      c_examples/epoll_echo_server.c "$CARGO_TARGET_DIR/release/libsslserver.a" -lpthread -ldl -lm
+      c_examples/epoll_echo_server.c c_examples/server_options.c \
+      "$CARGO_TARGET_DIR/release/libsslserver.a" -lpthread -ldl -lm
     EPOLL_ECHO="$work/bin/epoll_echo_server"
   fi
 fi

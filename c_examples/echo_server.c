@@ -10,7 +10,7 @@
  *               [--ciphers NAMES] [--groups NAMES] [--key-log FILE]
  *
  * The options and the configuration built from them are in
- * echo_server_options.c (`echo_server --help` describes each).
+ * server_options.c (`echo_server --help` describes each).
  *
  * Design, as in Qt's threaded server examples:
  *   - the library accepts TCP connections and runs the TLS handshakes on its
@@ -38,7 +38,7 @@
 #include <string.h>
 
 #include "echo_server_http.h"
-#include "echo_server_options.h"
+#include "server_options.h"
 #include "sslserver.h"
 
 static sslserver *server;
@@ -63,63 +63,6 @@ static struct {
 } registry = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0 };
 
 /* ------------------------------------------------------------------ helpers */
-
-/* "1.2.3.4:5" or "[::1]:5" for a connection; never fails. Behind a
-   balancer (--proxy-protocol) the client's address, followed by
-   " via " and the balancer's address. */
-static void format_peer(const sslsocket *s, char *out, size_t outlen)
-{
-    char addr[64], via[80] = "";
-    size_t n = 0;
-    if (sslsocket_peer_address(s, addr, sizeof addr, &n) != SSLSERVER_OK)
-        snprintf(addr, sizeof addr, "?");
-    if (opts.proxy_protocol) {
-        char transport[64];
-        if (sslsocket_transport_peer_address(s, transport, sizeof transport, &n) != SSLSERVER_OK)
-            snprintf(transport, sizeof transport, "?");
-        snprintf(via, sizeof via, " via %s", transport);
-    }
-    const char *fmt = strchr(addr, ':') ? "[%s]:%u%s" : "%s:%u%s";
-    snprintf(out, outlen, fmt, addr, (unsigned)sslsocket_peer_port(s), via);
-}
-
-/* Fetches a string from a config getter, growing the buffer as the library
-   asks (BUFFER_TOO_SMALL reports the size needed, without the NUL). */
-static char *config_string(sslserver_result (*get)(const sslconfig *, char *, size_t, size_t *),
-                           const sslconfig *cfg, const char *what)
-{
-    size_t len = 256, needed = 0;
-    for (;;) {
-        char *buf = malloc(len);
-        if (!buf) {
-            fprintf(stderr, "echo_server: out of memory\n");
-            return NULL;
-        }
-        sslserver_result r = get(cfg, buf, len, &needed);
-        if (r == SSLSERVER_OK)
-            return buf;
-        free(buf);
-        if (r != SSLSERVER_ERROR_BUFFER_TOO_SMALL || needed < len) {
-            check(r, what);
-            return NULL;
-        }
-        len = needed + 1;
-    }
-}
-
-static bool write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "echo_server: %s: %s\n", path, strerror(errno));
-        return false;
-    }
-    bool ok = fputs(text, f) >= 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok)
-        fprintf(stderr, "echo_server: writing %s failed\n", path);
-    return ok;
-}
 
 /* Logs why a connection ended early. Not an error of the server: peers
    often close TCP without close_notify, and at shutdown we abort them. */
@@ -360,7 +303,7 @@ static void *accept_main(void *arg)
 
 int main(int argc, char **argv)
 {
-    int rc = parse_args(argc, argv);
+    int rc = parse_args(argc, argv, true);
     if (rc >= 0) {
         free_options();
         return rc;

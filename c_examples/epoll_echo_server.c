@@ -5,6 +5,7 @@
  *   epoll_echo_server [--address A] [--port P] [--cert CHAIN.pem --key KEY.pem [--key-passphrase S]]
  *                     [--ca CA.pem] [--verify none|query|verify] [--handshake-timeout MS]
  *                     [--max-pending N] [--alpn p1,p2] [--write-cert FILE] [--quiet]
+ *                     and echo_server's fleet options (server_options.c)
  *
  * The same options and output as echo_server (without --http); what differs
  * is the design:
@@ -38,34 +39,11 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "server_options.h"
 #include "sslserver.h"
 
-#define MAX_ALPN 16
 #define MAX_EVENTS 256
 #define READ_CHUNK 16384
-
-struct options {
-    const char *address;       /* NULL = any address */
-    uint16_t port;
-    const char *cert;
-    const char *key;
-    const char *key_passphrase;
-    const char *ca;
-    const char *verify;        /* NULL = the library default (AUTO_VERIFY_PEER) */
-    int handshake_timeout;     /* INT_MIN = library default */
-    int max_pending;           /* INT_MIN = library default */
-    char *alpn_storage;        /* strdup of the --alpn argument, split in place */
-    const char *alpn[MAX_ALPN];
-    size_t alpn_count;
-    const char *write_cert;
-    bool quiet;
-};
-
-static struct options opts = {
-    .port = 4433,
-    .handshake_timeout = INT_MIN,
-    .max_pending = INT_MIN,
-};
 
 /* One served connection. `unsent` holds echo bytes a write did not take
    yet; it exists only while there are such bytes. */
@@ -76,7 +54,7 @@ struct connection {
     bool closing;              /* close_notify queued: only flushing is left */
     uint8_t *unsent;
     size_t unsent_len;
-    char peer[80];
+    char peer[160];
     struct connection *prev, *next;
 };
 
@@ -90,69 +68,6 @@ static char server_tag, signal_tag;
 static uint8_t read_buffer[READ_CHUNK];
 
 /* ------------------------------------------------------------------ helpers */
-
-/* Reports a failed call. The thread-local detail message is copied first:
-   it is only valid until the next library call on this thread, and
-   sslserver_result_string() is such a call. */
-static bool check(sslserver_result r, const char *what)
-{
-    if (r == SSLSERVER_OK)
-        return true;
-    char detail[512];
-    snprintf(detail, sizeof detail, "%s", sslserver_last_error_message());
-    fprintf(stderr, "epoll_echo_server: %s: %s%s%s\n", what, sslserver_result_string(r),
-            detail[0] ? ": " : "", detail);
-    return false;
-}
-
-/* "1.2.3.4:5" or "[::1]:5" for a connection; never fails. */
-static void format_peer(const sslsocket *s, char *out, size_t outlen)
-{
-    char addr[64];
-    size_t n = 0;
-    if (sslsocket_peer_address(s, addr, sizeof addr, &n) != SSLSERVER_OK)
-        snprintf(addr, sizeof addr, "?");
-    const char *fmt = strchr(addr, ':') ? "[%s]:%u" : "%s:%u";
-    snprintf(out, outlen, fmt, addr, (unsigned)sslsocket_peer_port(s));
-}
-
-/* Fetches a string from a config getter, growing the buffer as the library
-   asks (BUFFER_TOO_SMALL reports the size needed, without the NUL). */
-static char *config_string(sslserver_result (*get)(const sslconfig *, char *, size_t, size_t *),
-                           const sslconfig *cfg, const char *what)
-{
-    size_t len = 256, needed = 0;
-    for (;;) {
-        char *buf = malloc(len);
-        if (!buf) {
-            fprintf(stderr, "epoll_echo_server: out of memory\n");
-            return NULL;
-        }
-        sslserver_result r = get(cfg, buf, len, &needed);
-        if (r == SSLSERVER_OK)
-            return buf;
-        free(buf);
-        if (r != SSLSERVER_ERROR_BUFFER_TOO_SMALL || needed < len) {
-            check(r, what);
-            return NULL;
-        }
-        len = needed + 1;
-    }
-}
-
-static bool write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "epoll_echo_server: %s: %s\n", path, strerror(errno));
-        return false;
-    }
-    bool ok = fputs(text, f) >= 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok)
-        fprintf(stderr, "epoll_echo_server: writing %s failed\n", path);
-    return ok;
-}
 
 /* Logs why a connection ended early. Not an error of the server: peers
    often close TCP without close_notify. */
@@ -172,7 +87,7 @@ static void report_end(const struct connection *c, sslserver_result r)
 static void log_event(const sslserver_event *ev, void *userdata)
 {
     (void)userdata;
-    char line[2048], peer[80] = "-";
+    char line[2048], peer[160] = "-";
     size_t off = 0;
 
     if (ev->socket)
@@ -409,172 +324,6 @@ static void add_connection(int epfd, sslsocket *s)
 
 /* -------------------------------------------------------------------- setup */
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: epoll_echo_server [--address A] [--port P]\n"
-            "                         [--cert CHAIN.pem --key KEY.pem [--key-passphrase S]]\n"
-            "                         [--ca CA.pem] [--verify none|query|verify]\n"
-            "                         [--handshake-timeout MS] [--max-pending N] [--alpn p1,p2]\n"
-            "                         [--write-cert FILE] [--quiet]\n"
-            "\n"
-            "  --address A            address to listen on (default: any, IPv4 and IPv6)\n"
-            "  --port P               port (default 4433; 0 picks a free one)\n"
-            "  --cert/--key           certificate chain and private key (PEM); without them\n"
-            "                         a self-signed certificate for localhost, 127.0.0.1\n"
-            "                         and ::1 is generated\n"
-            "  --key-passphrase S     passphrase of an encrypted private key\n"
-            "  --ca CA.pem            CA certificates trusted for client certificates\n"
-            "  --verify MODE          client certificates: none, query (ask, do not\n"
-            "                         require) or verify (require a trusted one)\n"
-            "  --handshake-timeout MS deadline from TCP accept to handshake done (-1: none)\n"
-            "  --max-pending N        handshaken connections queued before accepting pauses\n"
-            "  --alpn p1,p2           ALPN protocols offered, in preference order\n"
-            "  --write-cert FILE      write the server certificate chain (PEM) to FILE, e.g.\n"
-            "                         for a client's -CAfile / --cacert\n"
-            "  --quiet                do not log events and connections\n");
-}
-
-static bool parse_int(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
-/* Returns -1 to continue, otherwise an exit code. */
-static int parse_args(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long n;
-#define NEED_VALUE()                                                              \
-    do {                                                                          \
-        if (!v) {                                                                 \
-            fprintf(stderr, "epoll_echo_server: %s needs a value\n", a);          \
-            return 2;                                                             \
-        }                                                                         \
-        i++;                                                                      \
-    } while (0)
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--quiet")) {
-            opts.quiet = true;
-        } else if (!strcmp(a, "--address")) {
-            NEED_VALUE();
-            opts.address = v;
-        } else if (!strcmp(a, "--port")) {
-            NEED_VALUE();
-            if (!parse_int(v, 0, 65535, &n)) {
-                fprintf(stderr, "epoll_echo_server: bad port '%s'\n", v);
-                return 2;
-            }
-            opts.port = (uint16_t)n;
-        } else if (!strcmp(a, "--cert")) {
-            NEED_VALUE();
-            opts.cert = v;
-        } else if (!strcmp(a, "--key")) {
-            NEED_VALUE();
-            opts.key = v;
-        } else if (!strcmp(a, "--key-passphrase")) {
-            NEED_VALUE();
-            opts.key_passphrase = v;
-        } else if (!strcmp(a, "--ca")) {
-            NEED_VALUE();
-            opts.ca = v;
-        } else if (!strcmp(a, "--verify")) {
-            NEED_VALUE();
-            if (strcmp(v, "none") && strcmp(v, "query") && strcmp(v, "verify")) {
-                fprintf(stderr, "epoll_echo_server: --verify takes none, query or verify\n");
-                return 2;
-            }
-            opts.verify = v;
-        } else if (!strcmp(a, "--handshake-timeout")) {
-            NEED_VALUE();
-            if (!parse_int(v, -1, INT_MAX, &n)) {
-                fprintf(stderr, "epoll_echo_server: bad timeout '%s'\n", v);
-                return 2;
-            }
-            opts.handshake_timeout = (int)n;
-        } else if (!strcmp(a, "--max-pending")) {
-            NEED_VALUE();
-            if (!parse_int(v, 1, INT_MAX, &n)) {
-                fprintf(stderr, "epoll_echo_server: bad --max-pending '%s'\n", v);
-                return 2;
-            }
-            opts.max_pending = (int)n;
-        } else if (!strcmp(a, "--alpn")) {
-            NEED_VALUE();
-            free(opts.alpn_storage);
-            opts.alpn_storage = strdup(v);
-            if (!opts.alpn_storage)
-                return 1;
-            opts.alpn_count = 0;
-            for (char *save = NULL, *p = strtok_r(opts.alpn_storage, ",", &save); p;
-                 p = strtok_r(NULL, ",", &save)) {
-                if (opts.alpn_count == MAX_ALPN) {
-                    fprintf(stderr, "epoll_echo_server: at most %d ALPN protocols\n", MAX_ALPN);
-                    return 2;
-                }
-                opts.alpn[opts.alpn_count++] = p;
-            }
-        } else if (!strcmp(a, "--write-cert")) {
-            NEED_VALUE();
-            opts.write_cert = v;
-        } else {
-            fprintf(stderr, "epoll_echo_server: unknown argument '%s'\n", a);
-            usage(stderr);
-            return 2;
-        }
-#undef NEED_VALUE
-    }
-    if (!opts.cert != !opts.key) {
-        fprintf(stderr, "epoll_echo_server: --cert and --key go together\n");
-        return 2;
-    }
-    return -1;
-}
-
-static sslconfig *make_config(void)
-{
-    sslconfig *cfg = sslconfig_new();
-    if (!cfg) {
-        fprintf(stderr, "epoll_echo_server: sslconfig_new failed: %s\n",
-                sslserver_last_error_message());
-        return NULL;
-    }
-    if (opts.cert) {
-        if (!check(sslconfig_set_certificate_chain_file(cfg, opts.cert), opts.cert) ||
-            !check(sslconfig_set_private_key_file(cfg, opts.key, opts.key_passphrase), opts.key))
-            goto fail;
-    } else {
-        static const char *const names[] = { "localhost", "127.0.0.1", "::1" };
-        if (!check(sslconfig_generate_self_signed(cfg, names, 3), "sslconfig_generate_self_signed"))
-            goto fail;
-    }
-    if (opts.ca && !check(sslconfig_add_ca_certificates_file(cfg, opts.ca), opts.ca))
-        goto fail;
-    if (opts.verify) {
-        sslserver_peer_verify_mode mode = !strcmp(opts.verify, "none")    ? SSLSERVER_VERIFY_NONE
-                                          : !strcmp(opts.verify, "query") ? SSLSERVER_QUERY_PEER
-                                                                          : SSLSERVER_VERIFY_PEER;
-        if (!check(sslconfig_set_peer_verify_mode(cfg, mode), "sslconfig_set_peer_verify_mode"))
-            goto fail;
-    }
-    if (opts.alpn_count &&
-        !check(sslconfig_set_alpn_protocols(cfg, opts.alpn, opts.alpn_count), "--alpn"))
-        goto fail;
-    return cfg;
-fail:
-    sslconfig_free(cfg);
-    return NULL;
-}
 
 static bool watch(int epfd, int fd, void *tag)
 {
@@ -617,9 +366,10 @@ static int run(int epfd, int sigfd, sslserver *server)
 
 int main(int argc, char **argv)
 {
-    int rc = parse_args(argc, argv);
+    program_name = "epoll_echo_server";
+    int rc = parse_args(argc, argv, false);
     if (rc >= 0) {
-        free(opts.alpn_storage);
+        free_options();
         return rc;
     }
     rc = 1;
@@ -661,11 +411,7 @@ int main(int argc, char **argv)
     }
     if (!check(sslserver_set_config(server, cfg), "sslserver_set_config"))
         goto out;
-    if (opts.handshake_timeout != INT_MIN &&
-        !check(sslserver_set_handshake_timeout(server, opts.handshake_timeout), "--handshake-timeout"))
-        goto out;
-    if (opts.max_pending != INT_MIN &&
-        !check(sslserver_set_max_pending_connections(server, opts.max_pending), "--max-pending"))
+    if (!apply_server_options(server))
         goto out;
     if (!opts.quiet && !register_callbacks(server))
         goto out;
@@ -722,6 +468,6 @@ out:
     sslserver_free(server);
     sslconfig_free(cfg);
     free(fingerprint);
-    free(opts.alpn_storage);
+    free_options();
     return rc;
 }

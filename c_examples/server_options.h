@@ -1,13 +1,14 @@
 /*
- * echo_server's command line and the configuration built from it.
+ * The command line of echo_server and epoll_echo_server, the configuration
+ * built from it, and the small helpers both programs share.
  *
  * parse_args() fills `opts`; make_config() turns the TLS options into an
  * sslconfig and apply_server_options() the server options into settings of
- * an sslserver. Every failure is reported on stderr with the option or
- * file it concerns.
+ * an sslserver. Every failure is reported on stderr, prefixed with
+ * `program_name`, with the option or file it concerns.
  */
-#ifndef ECHO_SERVER_OPTIONS_H
-#define ECHO_SERVER_OPTIONS_H
+#ifndef SERVER_OPTIONS_H
+#define SERVER_OPTIONS_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -57,12 +58,16 @@ struct options {
 
 extern struct options opts;
 
+/* The program's name in messages and usage ("echo_server" unless set). */
+extern const char *program_name;
+
 /* Reports a failed library call on stderr ("echo_server: WHAT: RESULT:
    DETAIL"); returns whether r is SSLSERVER_OK. */
 bool check(sslserver_result r, const char *what);
 
-/* Returns -1 to go on, otherwise the exit code (0 after --help). */
-int parse_args(int argc, char **argv);
+/* Returns -1 to go on, otherwise the exit code (0 after --help).
+   `with_http`: whether --http and --request-timeout are options. */
+int parse_args(int argc, char **argv, bool with_http);
 
 /* The TLS configuration of the options, or NULL (reported). */
 sslconfig *make_config(void);
@@ -72,5 +77,17 @@ bool apply_server_options(sslserver *server);
 
 /* Frees what parse_args allocated. */
 void free_options(void);
+
+/* "1.2.3.4:5" or "[::1]:5" for a connection; never fails. Behind a
+   balancer (--proxy-protocol) the client's address, then " via " and the
+   balancer's address. */
+void format_peer(const sslsocket *s, char *out, size_t outlen);
+
+/* A string from a config getter (malloc'd), or NULL (reported). */
+char *config_string(sslserver_result (*get)(const sslconfig *, char *, size_t, size_t *),
+                    const sslconfig *cfg, const char *what);
+
+/* Writes `text` to `path`; false (reported) on failure. */
+bool write_file(const char *path, const char *text);
 
 #endif

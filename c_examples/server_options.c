@@ -1,10 +1,10 @@
 /*
- * echo_server's command line and the configuration built from it; see
- * echo_server_options.h.
+ * The command line of echo_server and epoll_echo_server, the configuration
+ * built from it, and the helpers both share; see server_options.h.
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include "echo_server_options.h"
+#include "server_options.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "echo_server_http.h"
+
+const char *program_name = "echo_server";
 
 struct options opts = {
     .port = 4433,
@@ -35,22 +37,22 @@ bool check(sslserver_result r, const char *what)
        call on this thread, and sslserver_result_string() is such a call. */
     char detail[512];
     snprintf(detail, sizeof detail, "%s", sslserver_last_error_message());
-    fprintf(stderr, "echo_server: %s: %s%s%s\n", what, sslserver_result_string(r),
+    fprintf(stderr, "%s: %s: %s%s%s\n", program_name, what, sslserver_result_string(r),
             detail[0] ? ": " : "", detail);
     return false;
 }
 
-static void usage(FILE *out)
+static void usage(FILE *out, bool with_http)
 {
     fprintf(out,
-            "usage: echo_server [--address A] [--port P]\n"
-            "                   [--cert CHAIN.pem --key KEY.pem [--key-passphrase S]]\n"
-            "                   [--ca CA.pem] [--verify none|query|verify]\n"
-            "                   [--handshake-timeout MS] [--max-pending N] [--alpn p1,p2]\n"
-            "                   [--http [--request-timeout MS]] [--write-cert FILE] [--quiet]\n"
-            "                   [--reuse-port] [--proxy-protocol] [--ticket-keys FILE[,FILE...]]\n"
-            "                   [--sni NAME=CHAIN.pem:KEY.pem]... [--ocsp FILE.der]\n"
-            "                   [--ciphers NAMES] [--groups NAMES] [--key-log FILE]\n"
+            "usage: %s [--address A] [--port P]\n"
+            "       [--cert CHAIN.pem --key KEY.pem [--key-passphrase S]]\n"
+            "       [--ca CA.pem] [--verify none|query|verify]\n"
+            "       [--handshake-timeout MS] [--max-pending N] [--alpn p1,p2]\n"
+            "       %s[--write-cert FILE] [--quiet]\n"
+            "       [--reuse-port] [--proxy-protocol] [--ticket-keys FILE[,FILE...]]\n"
+            "       [--sni NAME=CHAIN.pem:KEY.pem]... [--ocsp FILE.der]\n"
+            "       [--ciphers NAMES] [--groups NAMES] [--key-log FILE]\n"
             "\n"
             "  --address A            address to listen on (default: any, IPv4 and IPv6)\n"
             "  --port P               port (default 4433; 0 picks a free one)\n"
@@ -63,11 +65,15 @@ static void usage(FILE *out)
             "                         require) or verify (require a trusted one)\n"
             "  --handshake-timeout MS deadline from TCP accept to handshake done (-1: none)\n"
             "  --max-pending N        handshaken connections queued before accepting pauses\n"
-            "  --alpn p1,p2           ALPN protocols offered, in preference order\n"
-            "  --http                 answer one HTTP request per connection instead of echoing;\n"
-            "                         a request head over 8 KiB gets 431, one that does not\n"
-            "                         arrive within --request-timeout gets 408\n"
-            "  --request-timeout MS   --http: time for the whole request head (default 30000)\n"
+            "  --alpn p1,p2           ALPN protocols offered, in preference order\n",
+            program_name, with_http ? "[--http [--request-timeout MS]] " : "");
+    if (with_http)
+        fprintf(out,
+                "  --http                 answer one HTTP request per connection instead of\n"
+                "                         echoing; a request head over 8 KiB gets 431, one that\n"
+                "                         does not arrive within --request-timeout gets 408\n"
+                "  --request-timeout MS   --http: time for the whole request head (default 30000)\n");
+    fprintf(out,
             "  --write-cert FILE      write the server certificate chain (PEM) to FILE, e.g.\n"
             "                         for a client's -CAfile / --cacert\n"
             "  --quiet                do not log events and connections\n"
@@ -105,12 +111,12 @@ static bool parse_int(const char *s, long lo, long hi, long *out)
 static char *keep_copy(const char *s)
 {
     if (copy_count == MAX_COPIES) {
-        fprintf(stderr, "echo_server: too many list arguments\n");
+        fprintf(stderr, "%s: too many list arguments\n", program_name);
         return NULL;
     }
     char *copy = strdup(s);
     if (!copy)
-        fprintf(stderr, "echo_server: out of memory\n");
+        fprintf(stderr, "%s: out of memory\n", program_name);
     else
         copies[copy_count++] = copy;
     return copy;
@@ -127,13 +133,13 @@ static bool split_list(const char *option, const char *list, const char *out[], 
     *count = 0;
     for (char *save = NULL, *p = strtok_r(copy, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
         if (*count == max) {
-            fprintf(stderr, "echo_server: %s takes at most %zu entries\n", option, max);
+            fprintf(stderr, "%s: %s takes at most %zu entries\n", program_name, option, max);
             return false;
         }
         out[(*count)++] = p;
     }
     if (*count == 0) {
-        fprintf(stderr, "echo_server: %s needs at least one entry\n", option);
+        fprintf(stderr, "%s: %s needs at least one entry\n", program_name, option);
         return false;
     }
     return true;
@@ -143,7 +149,7 @@ static bool split_list(const char *option, const char *list, const char *out[], 
 static bool parse_sni(const char *v)
 {
     if (opts.sni_count == MAX_SNI) {
-        fprintf(stderr, "echo_server: at most %d --sni certificates\n", MAX_SNI);
+        fprintf(stderr, "%s: at most %d --sni certificates\n", program_name, MAX_SNI);
         return false;
     }
     char *copy = keep_copy(v);
@@ -152,7 +158,7 @@ static bool parse_sni(const char *v)
     char *eq = strchr(copy, '=');
     char *colon = eq ? strrchr(eq + 1, ':') : NULL;
     if (!eq || !colon || eq == copy || colon == eq + 1 || !colon[1]) {
-        fprintf(stderr, "echo_server: --sni takes NAME=CHAIN.pem:KEY.pem, not '%s'\n", v);
+        fprintf(stderr, "%s: --sni takes NAME=CHAIN.pem:KEY.pem, not '%s'\n", program_name, v);
         return false;
     }
     *eq = '\0';
@@ -161,7 +167,7 @@ static bool parse_sni(const char *v)
     return true;
 }
 
-int parse_args(int argc, char **argv)
+int parse_args(int argc, char **argv, bool with_http)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -170,15 +176,15 @@ int parse_args(int argc, char **argv)
 #define NEED_VALUE()                                                              \
     do {                                                                          \
         if (!v) {                                                                 \
-            fprintf(stderr, "echo_server: %s needs a value\n", a);                \
+            fprintf(stderr, "%s: %s needs a value\n", program_name, a);                \
             return 2;                                                             \
         }                                                                         \
         i++;                                                                      \
     } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
+            usage(stdout, with_http);
             return 0;
-        } else if (!strcmp(a, "--http")) {
+        } else if (with_http && !strcmp(a, "--http")) {
             opts.http = true;
         } else if (!strcmp(a, "--quiet")) {
             opts.quiet = true;
@@ -192,7 +198,7 @@ int parse_args(int argc, char **argv)
         } else if (!strcmp(a, "--port")) {
             NEED_VALUE();
             if (!parse_int(v, 0, 65535, &n)) {
-                fprintf(stderr, "echo_server: bad port '%s'\n", v);
+                fprintf(stderr, "%s: bad port '%s'\n", program_name, v);
                 return 2;
             }
             opts.port = (uint16_t)n;
@@ -211,28 +217,28 @@ int parse_args(int argc, char **argv)
         } else if (!strcmp(a, "--verify")) {
             NEED_VALUE();
             if (strcmp(v, "none") && strcmp(v, "query") && strcmp(v, "verify")) {
-                fprintf(stderr, "echo_server: --verify takes none, query or verify\n");
+                fprintf(stderr, "%s: --verify takes none, query or verify\n", program_name);
                 return 2;
             }
             opts.verify = v;
-        } else if (!strcmp(a, "--request-timeout")) {
+        } else if (with_http && !strcmp(a, "--request-timeout")) {
             NEED_VALUE();
             if (!parse_int(v, 1, INT_MAX, &n)) {
-                fprintf(stderr, "echo_server: bad --request-timeout '%s' (1 or more ms)\n", v);
+                fprintf(stderr, "%s: bad --request-timeout '%s' (1 or more ms)\n", program_name, v);
                 return 2;
             }
             opts.request_timeout = (int)n;
         } else if (!strcmp(a, "--handshake-timeout")) {
             NEED_VALUE();
             if (!parse_int(v, -1, INT_MAX, &n)) {
-                fprintf(stderr, "echo_server: bad timeout '%s'\n", v);
+                fprintf(stderr, "%s: bad timeout '%s'\n", program_name, v);
                 return 2;
             }
             opts.handshake_timeout = (int)n;
         } else if (!strcmp(a, "--max-pending")) {
             NEED_VALUE();
             if (!parse_int(v, 1, INT_MAX, &n)) {
-                fprintf(stderr, "echo_server: bad --max-pending '%s'\n", v);
+                fprintf(stderr, "%s: bad --max-pending '%s'\n", program_name, v);
                 return 2;
             }
             opts.max_pending = (int)n;
@@ -264,14 +270,14 @@ int parse_args(int argc, char **argv)
             NEED_VALUE();
             opts.write_cert = v;
         } else {
-            fprintf(stderr, "echo_server: unknown argument '%s'\n", a);
-            usage(stderr);
+            fprintf(stderr, "%s: unknown argument '%s'\n", program_name, a);
+            usage(stderr, with_http);
             return 2;
         }
 #undef NEED_VALUE
     }
     if (!opts.cert != !opts.key) {
-        fprintf(stderr, "echo_server: --cert and --key go together\n");
+        fprintf(stderr, "%s: --cert and --key go together\n", program_name);
         return 2;
     }
     return -1;
@@ -283,7 +289,7 @@ static uint8_t *read_file(const char *path, size_t *len)
     enum { MAX_SIZE = 1 << 20 };
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "echo_server: %s: %s\n", path, strerror(errno));
+        fprintf(stderr, "%s: %s: %s\n", program_name, path, strerror(errno));
         return NULL;
     }
     uint8_t *buf = malloc(MAX_SIZE);
@@ -292,7 +298,7 @@ static uint8_t *read_file(const char *path, size_t *len)
     bool failed = !buf || ferror(f) || too_big;
     fclose(f);
     if (failed) {
-        fprintf(stderr, "echo_server: %s: %s\n", path,
+        fprintf(stderr, "%s: %s: %s\n", program_name, path,
                 !buf ? "out of memory" : too_big ? "larger than 1 MiB" : "read error");
         free(buf);
         return NULL;
@@ -309,7 +315,7 @@ static bool set_ocsp(sslconfig *cfg)
         return false;
     if (len == 0) {
         /* The library takes length 0 as "no response": say what is wrong. */
-        fprintf(stderr, "echo_server: %s: empty file\n", opts.ocsp);
+        fprintf(stderr, "%s: %s: empty file\n", program_name, opts.ocsp);
         free(der);
         return false;
     }
@@ -322,7 +328,7 @@ sslconfig *make_config(void)
 {
     sslconfig *cfg = sslconfig_new();
     if (!cfg) {
-        fprintf(stderr, "echo_server: sslconfig_new failed: %s\n", sslserver_last_error_message());
+        fprintf(stderr, "%s: sslconfig_new failed: %s\n", program_name, sslserver_last_error_message());
         return NULL;
     }
     if (opts.cert) {
@@ -393,4 +399,57 @@ void free_options(void)
     for (size_t i = 0; i < copy_count; i++)
         free(copies[i]);
     copy_count = 0;
+}
+
+void format_peer(const sslsocket *s, char *out, size_t outlen)
+{
+    char addr[64], via[80] = "";
+    size_t n = 0;
+    if (sslsocket_peer_address(s, addr, sizeof addr, &n) != SSLSERVER_OK)
+        snprintf(addr, sizeof addr, "?");
+    if (opts.proxy_protocol) {
+        char transport[64];
+        if (sslsocket_transport_peer_address(s, transport, sizeof transport, &n) != SSLSERVER_OK)
+            snprintf(transport, sizeof transport, "?");
+        snprintf(via, sizeof via, " via %s", transport);
+    }
+    const char *fmt = strchr(addr, ':') ? "[%s]:%u%s" : "%s:%u%s";
+    snprintf(out, outlen, fmt, addr, (unsigned)sslsocket_peer_port(s), via);
+}
+
+/* BUFFER_TOO_SMALL reports the size needed, without the NUL: grow to it. */
+char *config_string(sslserver_result (*get)(const sslconfig *, char *, size_t, size_t *),
+                    const sslconfig *cfg, const char *what)
+{
+    size_t len = 256, needed = 0;
+    for (;;) {
+        char *buf = malloc(len);
+        if (!buf) {
+            fprintf(stderr, "%s: out of memory\n", program_name);
+            return NULL;
+        }
+        sslserver_result r = get(cfg, buf, len, &needed);
+        if (r == SSLSERVER_OK)
+            return buf;
+        free(buf);
+        if (r != SSLSERVER_ERROR_BUFFER_TOO_SMALL || needed < len) {
+            check(r, what);
+            return NULL;
+        }
+        len = needed + 1;
+    }
+}
+
+bool write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "%s: %s: %s\n", program_name, path, strerror(errno));
+        return false;
+    }
+    bool ok = fputs(text, f) >= 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok)
+        fprintf(stderr, "%s: writing %s failed\n", program_name, path);
+    return ok;
 }
