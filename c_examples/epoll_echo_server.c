@@ -18,11 +18,12 @@
  *   - a connection costs no thread and no buffer while it is idle: what a
  *     write could not take yet is kept per connection only until it is sent.
  *
- * Per connection: read until SSLSERVER_ERROR_WOULD_BLOCK, echoing each
- * chunk. A write may take only part of a chunk (the library bounds the
- * ciphertext it queues per socket); the rest is kept, the connection then
- * waits for EPOLLOUT instead of EPOLLIN, and reading resumes once everything
- * is sent. Reading stops meanwhile, so a client that sends without reading
+ * Per connection: read until SSLSERVER_ERROR_WOULD_BLOCK, gathering up to
+ * 64 KiB before echoing it in one write, so that several records leave in
+ * one send (one wakeup of the peer) rather than one send per record. A write
+ * may take only part of it (the library bounds the ciphertext it queues per
+ * socket); the rest is kept, the connection then waits for EPOLLOUT instead
+ * of EPOLLIN, and reading resumes once everything is sent. Reading stops meanwhile, so a client that sends without reading
  * is slowed down by TCP instead of growing the server's memory.
  */
 #define _GNU_SOURCE
@@ -43,7 +44,7 @@
 #include "sslserver.h"
 
 #define MAX_EVENTS 256
-#define READ_CHUNK 16384
+#define READ_CHUNK 65536
 
 /* One served connection. `unsent` holds echo bytes a write did not take
    yet; it exists only while there are such bytes. */
@@ -220,18 +221,31 @@ static bool begin_close(struct connection *c)
 static bool serve_input(struct connection *c)
 {
     while (c->unsent_len == 0 && !c->closing) {
-        size_t n = 0;
-        sslserver_result r = sslsocket_read(c->socket, read_buffer, sizeof read_buffer, &n);
+        size_t have = 0, n = 0;
+        sslserver_result r = SSLSERVER_OK;
+        while (have < sizeof read_buffer) {
+            r = sslsocket_read(c->socket, read_buffer + have, sizeof read_buffer - have, &n);
+            if (r != SSLSERVER_OK || n == 0)
+                break;
+            have += n;
+        }
+        if (have > 0) {
+            if (!echo(c, read_buffer, have))
+                return false;
+            if (r == SSLSERVER_ERROR_WOULD_BLOCK)
+                return true;
+            /* A full buffer: read on. The end of input or an error that
+               stopped the gathering is returned again by the next read,
+               once what was gathered has been sent. */
+            continue;
+        }
         if (r == SSLSERVER_ERROR_WOULD_BLOCK)
             return true;
         if (r != SSLSERVER_OK) {
             report_end(c, r);
             return false;
         }
-        if (n == 0)
-            return begin_close(c);   /* the peer's close_notify: answer with ours */
-        if (!echo(c, read_buffer, n))
-            return false;
+        return begin_close(c);   /* n == 0: the peer's close_notify; answer with ours */
     }
     return true;
 }

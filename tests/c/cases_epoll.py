@@ -6,8 +6,8 @@ import re
 import select
 import ssl
 
-from harness import (Server, expect, tcp_connect, tls_connect, echo_roundtrip, recv_exactly,
-    s_client_echo, peer_port_of, wait_closed, case)
+from harness import (Server, client_context, expect, tcp_connect, tls_connect, echo_roundtrip,
+    recv_exactly, s_client_echo, peer_port_of, wait_closed, case)
 
 
 def epoll_echo_server(ctx, *args):
@@ -110,3 +110,61 @@ def case_epoll_sigterm_with_clients(ctx):
     busy.close()
     expect(re.search(r"^received SIGTERM, shutting down$", srv.text("err"), re.M),
            "the shutdown was not logged")
+
+
+def echo_then_close_notify(ctx, port, payload):
+    """Sends `payload` and, right behind it, close_notify; returns the bytes
+    echoed before the server's close_notify, and whether one came."""
+    c = client_context(ctx)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = c.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    sock = tcp_connect(port)
+
+    def flush():
+        data = outgoing.read()
+        if data:
+            sock.sendall(data)
+
+    def receive():
+        data = sock.recv(65536)
+        expect(data, "the server closed TCP before its close_notify")
+        incoming.write(data)
+
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            flush()
+            receive()
+    tls.write(payload)
+    try:
+        tls.unwrap()            # queues our close_notify behind the data
+    except ssl.SSLWantReadError:
+        pass
+    flush()
+    echoed = bytearray()
+    while True:
+        try:
+            echoed += tls.read(65536)
+            continue
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            break
+        receive()
+    sock.close()
+    return bytes(echoed)
+
+
+@case
+def case_epoll_data_then_close_notify(ctx):
+    # The server gathers what is readable before echoing it; close_notify
+    # right behind the data must still come after the whole echo, also when
+    # the echo takes several partial writes (3 MiB > the 256 KiB queue).
+    srv = ctx.track(epoll_echo_server(ctx, "--quiet"))
+    for size in (1000, 3 * 1024 * 1024):
+        payload = os.urandom(size)
+        expect(echo_then_close_notify(ctx, srv.port, payload) == payload,
+               f"{size} bytes followed by close_notify were not all echoed before the close")
+    srv.stop()
