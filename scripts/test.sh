@@ -3,8 +3,9 @@
 #
 #   bash scripts/test.sh            everything a contributor needs (< 8 min on
 #                                   a fresh 2-core machine)
-#   bash scripts/test.sh --full     the same, then the fuzz and benchmark
-#                                   smoke runs (CI: .ci/run)
+#   bash scripts/test.sh --full     the same, then scripts/smoke.sh (the
+#                                   fuzz and benchmark smoke runs that CI,
+#                                   .ci/run, adds after this command)
 #
 #   1. build once, in the dev profile: `cargo build --lib` (libsslserver.so
 #      and .a, which test builds do not produce), then
@@ -14,9 +15,8 @@
 #        b. c_examples built plain (build/c) and with ASan+UBSan
 #           (build/c-asan) against that same library, the ctest suite in
 #           each, then scripts/install_test.sh on it;
-#   3. --full: scripts/fuzz.sh --quick (FUZZ_QUICK_SECONDS, default 5 s per
-#      target; installs cargo-fuzz, first build ~10 min) and
-#      bench/run.sh --smoke.
+#   3. --full: scripts/smoke.sh (fuzz targets 5 s each, installing
+#      cargo-fuzz when missing; the benchmark smoke run).
 # Installs cmake and haproxy first if they are missing. Prints how long each
 # step took and exits non-zero if any step failed (the others still run).
 # SSLSERVER_SKIP_CARGO_TEST=1 skips step 2a (for iterating on the C side).
@@ -142,9 +142,7 @@ for f in "${c_failed[@]}"; do
 done
 
 if ((full)); then
-  step "fuzz smoke (scripts/fuzz.sh --quick)" \
-    env FUZZ_QUICK_SECONDS="${FUZZ_QUICK_SECONDS:-5}" scripts/fuzz.sh --quick
-  step "benchmark smoke (bench/run.sh --smoke)" bench/run.sh --smoke --no-install
+  step "fuzz and benchmark smoke (scripts/smoke.sh)" scripts/smoke.sh
 fi
 
 summary
