@@ -23,14 +23,22 @@ const GROUP_ALIASES: [(&str, &str); 3] = [
     ("P-384", "secp384r1"),
 ];
 
-/// The IANA name of a suite ("TLS_AES_128_GCM_SHA256").
-pub(crate) fn cipher_suite_name(suite: &SupportedCipherSuite) -> String {
-    // rustls spells the TLS 1.3 suites "TLS13_..."; IANA spells them "TLS_...".
-    let name = format!("{:?}", suite.suite());
+/// The IANA name of a suite: `TLS13_AES_128_GCM_SHA256` (rustls) ->
+/// `TLS_AES_128_GCM_SHA256`; the TLS 1.2 names are already IANA's.
+pub(crate) fn iana_name(suite: rustls::CipherSuite) -> String {
+    let name = suite
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{suite:?}"));
     match name.strip_prefix("TLS13_") {
         Some(rest) => format!("TLS_{rest}"),
         None => name,
     }
+}
+
+/// The IANA name of one of the provider's suites.
+pub(crate) fn cipher_suite_name(suite: &SupportedCipherSuite) -> String {
+    iana_name(suite.suite())
 }
 
 /// The IANA name of a group ("X25519", "secp256r1").

@@ -413,7 +413,7 @@ impl Connection {
             },
             cipher: tls
                 .negotiated_cipher_suite()
-                .map(|s| iana_cipher_name(s.suite()))
+                .map(|s| crate::suites::iana_name(s.suite()))
                 .unwrap_or_default(),
             alpn_protocol: tls.alpn_protocol().map(<[u8]>::to_vec),
             server_name,
@@ -438,18 +438,6 @@ impl Connection {
         // An alert for a bad record that came with the Finished leaves with
         // the next write or the close.
         io.collect_outgoing();
-    }
-}
-
-/// `TLS13_AES_128_GCM_SHA256` (rustls) -> `TLS_AES_128_GCM_SHA256` (IANA).
-fn iana_cipher_name(suite: rustls::CipherSuite) -> String {
-    let name = suite
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{suite:?}"));
-    match name.strip_prefix("TLS13_") {
-        Some(rest) => format!("TLS_{rest}"),
-        None => name,
     }
 }
 
