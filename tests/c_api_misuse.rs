@@ -18,8 +18,8 @@ use std::sync::{mpsc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::ffi_support::configured_server;
 use common::*;
-use sslserver::ffi::config::*;
 use sslserver::ffi::events::sslserver_event;
 use sslserver::ffi::server::*;
 use sslserver::ffi::socket::*;
@@ -239,21 +239,7 @@ unsafe extern "C" fn on_event(event: *const sslserver_event, userdata: *mut c_vo
 /// A server configured through the C API with `ca`'s certificate, every
 /// event going to `on_event` with `ctx`, listening on 127.0.0.1.
 fn c_server(ca: &TestCa, ctx: &Ctx, timeout_ms: i32) -> (*mut Server, u16) {
-    let id = ca.server();
-    let cfg = sslconfig_new();
-    assert_eq!(
-        sslconfig_set_certificate_chain_pem(cfg, id.cert_pem.as_ptr(), id.cert_pem.len()),
-        SSLSERVER_OK
-    );
-    assert_eq!(
-        sslconfig_set_private_key_pem(cfg, id.key_pem.as_ptr(), id.key_pem.len(), null()),
-        SSLSERVER_OK
-    );
-    assert_eq!(sslconfig_set_peer_verify_mode(cfg, 0), SSLSERVER_OK);
-    let server = sslserver_new();
-    assert_eq!(sslserver_set_config(server, cfg), SSLSERVER_OK);
-    // The server keeps its own copy.
-    sslconfig_free(cfg);
+    let server = configured_server(ca);
     assert_eq!(
         sslserver_set_handshake_timeout(server, timeout_ms),
         SSLSERVER_OK

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::openssl_client::{ca_file, s_client, serve_once, stdout_of};
+use common::openssl_client::{ca_file, s_client, serve_all, serve_once, stdout_of};
 use common::*;
 use sslserver::{connect_encrypted, ErrorKind, PeerVerifyMode, Protocol, Server, TlsConfig};
 
@@ -261,25 +261,6 @@ fn bytes_that_are_not_a_successful_ocsp_response_are_refused() {
         assert!(err.message().contains("OCSP response"), "{}", err.message());
     }
     assert_eq!(config.ocsp_response(), Some(&der[..]), "unchanged");
-}
-
-/// Serves every connection of `server` (echoes one message, closes) until
-/// no connection comes for a while; for tests whose handshakes may fail,
-/// where a thread per expected connection would wait for one that never
-/// comes.
-fn serve_all(server: &TestServer) {
-    let server = server.server.clone();
-    std::thread::spawn(move || {
-        while server.wait_for_new_connection(Some(SOON)) == sslserver::WaitOutcome::Ready {
-            let conn = server.next_pending_connection().unwrap();
-            let mut buf = [0u8; 1024];
-            if let Ok(n) = conn.read(&mut buf) {
-                let _ = conn.write(&buf[..n]);
-            }
-            let _ = conn.disconnect_from_host();
-            conn.release();
-        }
-    });
 }
 
 /// What s_client negotiated with `server` (served by [`serve_all`]) given

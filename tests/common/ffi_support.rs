@@ -30,6 +30,17 @@ pub fn text(ptr: *const c_char) -> String {
 /// of a fresh test CA, without client certificates.
 pub fn listening_server() -> (*mut sslserver::Server, u16, TestCa) {
     let ca = TestCa::new("ca");
+    let server = configured_server(&ca);
+    let local = CString::new("127.0.0.1").unwrap();
+    assert_eq!(sslserver_listen(server, local.as_ptr(), 0), SSLSERVER_OK);
+    let port = sslserver_server_port(server);
+    assert_ne!(port, 0);
+    (server, port, ca)
+}
+
+/// A new server (through the C API) with `ca`'s server certificate and no
+/// client certificates, not listening yet.
+pub fn configured_server(ca: &TestCa) -> *mut sslserver::Server {
     let id = ca.server();
     let cfg = sslconfig_new();
     assert_eq!(
@@ -43,10 +54,7 @@ pub fn listening_server() -> (*mut sslserver::Server, u16, TestCa) {
     assert_eq!(sslconfig_set_peer_verify_mode(cfg, 0), SSLSERVER_OK);
     let server = sslserver_new();
     assert_eq!(sslserver_set_config(server, cfg), SSLSERVER_OK);
+    // The server keeps its own copy.
     sslconfig_free(cfg);
-    let local = CString::new("127.0.0.1").unwrap();
-    assert_eq!(sslserver_listen(server, local.as_ptr(), 0), SSLSERVER_OK);
-    let port = sslserver_server_port(server);
-    assert_ne!(port, 0);
-    (server, port, ca)
+    server
 }

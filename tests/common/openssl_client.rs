@@ -35,17 +35,33 @@ pub fn stdout_of(out: &Output) -> String {
 pub fn serve_once(server: &TestServer) -> std::thread::JoinHandle<()> {
     let server = server.server.clone();
     std::thread::spawn(move || {
-        if server.wait_for_new_connection(Some(SOON)) != sslserver::WaitOutcome::Ready {
-            return;
+        if server.wait_for_new_connection(Some(SOON)) == sslserver::WaitOutcome::Ready {
+            echo_one_message(&server);
         }
-        let conn = server.next_pending_connection().unwrap();
-        let mut buf = [0u8; 1024];
-        if let Ok(n) = conn.read(&mut buf) {
-            let _ = conn.write(&buf[..n]);
-        }
-        let _ = conn.disconnect_from_host();
-        conn.release();
     })
+}
+
+/// Serves every connection of `server` the same way until none comes for a
+/// while: for tests whose handshakes may fail, where a thread per expected
+/// connection would wait for one that never comes.
+pub fn serve_all(server: &TestServer) {
+    let server = server.server.clone();
+    std::thread::spawn(move || {
+        while server.wait_for_new_connection(Some(SOON)) == sslserver::WaitOutcome::Ready {
+            echo_one_message(&server);
+        }
+    });
+}
+
+/// Takes the queued connection, echoes one message, closes gracefully.
+fn echo_one_message(server: &sslserver::Server) {
+    let conn = server.next_pending_connection().unwrap();
+    let mut buf = [0u8; 1024];
+    if let Ok(n) = conn.read(&mut buf) {
+        let _ = conn.write(&buf[..n]);
+    }
+    let _ = conn.disconnect_from_host();
+    conn.release();
 }
 
 /// A CA certificate file (PEM) for s_client's -CAfile.
