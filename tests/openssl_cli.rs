@@ -2,36 +2,20 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::thread;
 
 use common::*;
 use sslserver::{EventKind::*, PeerVerifyMode, Server, WaitOutcome};
 
-/// Runs `openssl s_client` against `port` with `input` on stdin.
+/// Runs `openssl s_client` against `port` with `input` on stdin, asking
+/// for `localhost` and failing on any verification error.
 fn s_client(port: u16, ca: &Path, extra: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-servername",
-            "localhost",
-        ])
-        .arg("-CAfile")
-        .arg(ca)
-        .args(["-verify_return_error", "-ign_eof"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the openssl CLI is installed");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
+    let mut args = vec!["-servername", "localhost", "-verify_return_error"];
+    args.extend_from_slice(extra);
+    openssl_client::s_client(port, ca, &args, input)
 }
 
 /// Serves one connection: reads one message, echoes it, closes gracefully.
