@@ -91,6 +91,10 @@ impl SniCertificates {
     /// The certificate for the name a client sent: an exact entry first,
     /// else a wildcard entry for the name without its first label.
     pub(crate) fn find(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
+        // Most servers have no SNI entries: no work per handshake for them.
+        if self.exact.is_empty() && self.wildcard.is_empty() {
+            return None;
+        }
         let name = name.to_ascii_lowercase();
         let name = name.strip_suffix('.').unwrap_or(&name);
         if let Some(key) = self.exact.get(name) {
