@@ -214,21 +214,23 @@ impl FileTicketer {
 
     fn seal_with_nonce(&self, plain: &[u8], now: u64, nonce: [u8; NONCE_LEN]) -> Option<Vec<u8>> {
         let key = self.keys.first()?;
+        // name || nonce || sealed(issued time || session) || tag, sealed
+        // where it lies in the one buffer.
         let mut ticket =
             Vec::with_capacity(NAME_LEN + NONCE_LEN + ISSUED_LEN + plain.len() + TAG_LEN);
         ticket.extend_from_slice(&key.name);
         ticket.extend_from_slice(&nonce);
-        let mut sealed = Vec::with_capacity(ISSUED_LEN + plain.len() + TAG_LEN);
-        sealed.extend_from_slice(&now.to_be_bytes());
-        sealed.extend_from_slice(plain);
-        key.aead
-            .seal_in_place_append_tag(
+        ticket.extend_from_slice(&now.to_be_bytes());
+        ticket.extend_from_slice(plain);
+        let tag = key
+            .aead
+            .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&key.name),
-                &mut sealed,
+                &mut ticket[NAME_LEN + NONCE_LEN..],
             )
             .ok()?;
-        ticket.extend_from_slice(&sealed);
+        ticket.extend_from_slice(tag.as_ref());
         Some(ticket)
     }
 
@@ -244,15 +246,18 @@ impl FileTicketer {
         let key = self.keys.iter().find(|k| k.name == name)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut in_out = sealed.to_vec();
-        let plain = key
+        let plain_len = key
             .aead
             .open_in_place(nonce, Aad::from(&key.name), &mut in_out)
-            .ok()?;
-        let (issued, state) = plain.split_at_checked(ISSUED_LEN)?;
-        let issued = u64::from_be_bytes(issued.try_into().ok()?);
+            .ok()?
+            .len();
+        let issued = u64::from_be_bytes(in_out.get(..ISSUED_LEN)?.try_into().ok()?);
         let fresh = issued <= now.saturating_add(CLOCK_SKEW_SECS)
             && now.saturating_sub(issued) <= u64::from(TICKET_LIFETIME_SECS);
-        fresh.then(|| state.to_vec())
+        // The session state, in the buffer it was opened in.
+        in_out.truncate(plain_len);
+        in_out.drain(..ISSUED_LEN);
+        fresh.then_some(in_out)
     }
 }
 
