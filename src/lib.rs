@@ -16,6 +16,8 @@ pub mod dtls;
 pub mod error;
 pub mod events;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod key_log;
 mod notification;

@@ -27,6 +27,14 @@ use sslserver::{
     WaitOutcome,
 };
 
+// Relative to this file, also when tests/fuzz_inputs.rs includes it.
+#[path = "parsers.rs"]
+mod parsers;
+pub use parsers::{dtls_records, proxy_header};
+#[path = "dtls_live.rs"]
+mod dtls_live;
+pub use dtls_live::dtls_server;
+
 /// Every target by name (the names of `fuzz/fuzz_targets/*.rs` and of the
 /// folders under `fuzz/corpus` and `fuzz/regressions`).
 pub const TARGETS: &[&str] = &[
@@ -38,6 +46,9 @@ pub const TARGETS: &[&str] = &[
     "handshake",
     "handshake_mtls",
     "post_handshake",
+    "proxy_header",
+    "dtls_records",
+    "dtls_server",
 ];
 
 /// The function of a target, by name.
@@ -51,6 +62,9 @@ pub fn target(name: &str) -> Option<fn(&[u8])> {
         "handshake" => handshake,
         "handshake_mtls" => handshake_mtls,
         "post_handshake" => post_handshake,
+        "proxy_header" => proxy_header,
+        "dtls_records" => dtls_records,
+        "dtls_server" => dtls_server,
         _ => return None,
     })
 }

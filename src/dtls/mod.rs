@@ -22,7 +22,7 @@ mod engine;
 mod events;
 mod peers;
 mod record_check;
-mod records;
+pub(crate) mod records;
 mod server;
 mod session;
 

@@ -1,0 +1,4 @@
+#![no_main]
+//! See `sslserver_fuzz::dtls_server` (fuzz/src/dtls_live.rs) for the input and the oracle.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sslserver_fuzz::dtls_server(data));
