@@ -1,7 +1,8 @@
 //! Entry points for the fuzz targets (`fuzz/`) into parsers of peer bytes
 //! that no public function reaches on its own: the PROXY protocol header
-//! and the DTLS record layer. Hidden from the documentation, not part of
-//! the API, and never called by the library itself.
+//! and the DTLS record layer. Compiled only with the `fuzzing` feature
+//! (the fuzz crate and the tests enable it), hidden from the documentation,
+//! not part of the API, and never called by the library itself.
 
 use std::net::SocketAddr;
 
@@ -9,7 +10,8 @@ use crate::dtls::records;
 use crate::proxy_protocol::{self, Parsed};
 
 /// The longest PROXY protocol header the server accepts. (A function: a
-/// public constant would reach the generated C header.)
+/// public constant would reach the generated C header when the feature is
+/// on.)
 pub fn proxy_header_max_len() -> usize {
     proxy_protocol::MAX_HEADER_LEN
 }

@@ -16,6 +16,7 @@ pub mod dtls;
 pub mod error;
 pub mod events;
 pub mod ffi;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod handshake;

@@ -206,7 +206,8 @@ fn parse_ipv4(text: &str) -> Result<Ipv4Addr, Malformed> {
 /// IPv6 path to this server) in the IPv4-mapped form `inet_ntop` gives,
 /// "::ffff:203.0.113.7"; refusing it would refuse every IPv4 client behind
 /// such a balancer. Its octets are as strict as a TCP4 line's (the standard
-/// parser refuses leading zeros there too), and it names an IPv4 client.
+/// parser refuses leading zeros there too). It is returned in that mapped
+/// form; the connection reports it as the IPv4 client it names.
 fn parse_ipv6(text: &str) -> Result<Ipv6Addr, Malformed> {
     let bad = || malformed(format!("PROXY v1: bad IPv6 address {text:?}"));
     let allowed = text
@@ -249,6 +250,14 @@ fn parse_v2(input: &[u8]) -> Result<Parsed, Malformed> {
     } else {
         Some(address_len(family_transport)?)
     };
+    // A length too short for the addresses is refused now, not after the
+    // rest of the header has been waited for.
+    if let Some(needed) = address_len.filter(|&needed| body_len < needed) {
+        return Err(malformed(format!(
+            "PROXY v2: {body_len} bytes of addresses for family and transport \
+             0x{family_transport:02x}, which needs {needed}"
+        )));
+    }
     let Some(body) = input.get(V2_FIXED_LEN..len) else {
         return Ok(Parsed::Incomplete);
     };
@@ -288,13 +297,7 @@ fn client_of(
     if family_transport == 0x00 {
         return Ok(None);
     }
-    if body.len() < address_len {
-        return Err(malformed(format!(
-            "PROXY v2: {} bytes of addresses for family and transport 0x{family_transport:02x}, \
-             which needs {address_len}",
-            body.len()
-        )));
-    }
+    // parse_v2 refused a body shorter than the addresses.
     let (addresses, tlvs) = body.split_at(address_len);
     check_tlvs(tlvs)?;
     let client = match family_transport {

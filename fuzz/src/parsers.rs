@@ -30,6 +30,9 @@ pub fn proxy_header(data: &[u8]) {
             if let Some(expected) = v2_tcp_source(&data[..len]) {
                 assert_eq!(*client, Some(expected), "the block's source address");
             }
+            if let Some(expected) = v1_source(&data[..len]) {
+                assert_eq!(*client, expected, "the line's source address");
+            }
         }
         ProxyVerdict::Incomplete => {
             assert!(
@@ -41,12 +44,25 @@ pub fn proxy_header(data: &[u8]) {
         }
         ProxyVerdict::Malformed(reason) => {
             assert!(!reason.is_empty(), "a refusal says why");
-            let mut longer = data.to_vec();
-            longer.extend_from_slice(b"\r\n\x00\x00\x00\x00");
-            assert!(
-                matches!(fuzzing::proxy_header(&longer), ProxyVerdict::Malformed(_)),
-                "refused bytes accepted once more followed"
-            );
+            // Refused as soon as the bytes allow, and never taken back: from
+            // the first refused cut on, every longer one is refused too.
+            let first = (0..=data.len())
+                .find(|&cut| {
+                    matches!(
+                        fuzzing::proxy_header(&data[..cut]),
+                        ProxyVerdict::Malformed(_)
+                    )
+                })
+                .expect("the whole input is refused");
+            for cut in first..=data.len() {
+                assert!(
+                    matches!(
+                        fuzzing::proxy_header(&data[..cut]),
+                        ProxyVerdict::Malformed(_)
+                    ),
+                    "refused at {first} bytes, accepted again at {cut}"
+                );
+            }
         }
     }
 }
@@ -58,6 +74,22 @@ fn assert_incomplete_before(data: &[u8], end: usize) {
             ProxyVerdict::Incomplete,
             "the first {cut} bytes of a valid start"
         );
+    }
+}
+
+/// What a complete version 1 line names, read with the standard library:
+/// the source address and port of a TCP4 or TCP6 line, none for UNKNOWN.
+fn v1_source(header: &[u8]) -> Option<Option<SocketAddr>> {
+    let line = std::str::from_utf8(header.strip_prefix(b"PROXY ")?).ok()?;
+    let fields: Vec<&str> = line.trim_end_matches("\r\n").split(' ').collect();
+    match fields.as_slice() {
+        ["UNKNOWN", ..] => Some(None),
+        ["TCP4" | "TCP6", source, _, port, _] => {
+            let ip: std::net::IpAddr = source.parse().expect("a source the parser accepted");
+            let port: u16 = port.parse().expect("a port the parser accepted");
+            Some(Some(SocketAddr::new(ip, port)))
+        }
+        other => panic!("a complete version 1 line of an unexpected form: {other:?}"),
     }
 }
 
@@ -91,9 +123,11 @@ fn v2_tcp_source(header: &[u8]) -> Option<SocketAddr> {
 /// One datagram to the DTLS server. Oracles: the records found tile the
 /// start of the datagram, each a 13-byte DTLS header (a known content type,
 /// version 1.0 or 1.2) and the non-empty body its length field declares,
-/// at most 2^14 + 2048 bytes; what the later checks say of a record follows
-/// from its header (only epochs 0 and 1 can be genuine; a plaintext alert
-/// is a 2-byte alert body).
+/// at most 2^14 + 2048 bytes, and the split stops only where no further
+/// record can be framed; what the later checks say of a record follows from
+/// its bytes (only epochs 0 and 1 can be genuine; a plaintext alert is
+/// exactly a 2-byte alert body; a handshake body is judged fragment by
+/// fragment, here independently of the library's code).
 pub fn dtls_records(data: &[u8]) {
     let mut offset = 0;
     for record in fuzzing::dtls_records(data) {
@@ -116,16 +150,53 @@ pub fn dtls_records(data: &[u8]) {
             _ => false,
         };
         assert_eq!(record.plausible, genuine_kind, "epoch {}", record.epoch);
-        if let Some(description) = record.plaintext_alert {
-            assert!(record.content_type == 21 && declared == 2);
-            assert_eq!(description, bytes[14]);
-        }
-        if record.fragments_within {
-            assert!(
-                declared >= 13,
-                "a fragment needs its 12-byte header and a byte"
-            );
-        }
+        let expected_alert = (record.content_type == 21 && declared == 2).then(|| bytes[14]);
+        assert_eq!(
+            record.plaintext_alert, expected_alert,
+            "the plaintext alert"
+        );
+        assert_eq!(
+            record.fragments_within,
+            fragments_within(&bytes[13..], 8),
+            "the body's handshake fragments"
+        );
         offset += bytes.len();
     }
+    // The split stops only where no further record can be framed.
+    let rest = &data[offset..];
+    let framable = rest.len() >= 13
+        && (20..=23).contains(&rest[0])
+        && rest[1] == 0xfe
+        && (rest[2] == 0xff || rest[2] == 0xfd)
+        && {
+            let declared = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
+            declared > 0 && declared <= 16384 + 2048 && 13 + declared <= rest.len()
+        };
+    assert!(
+        !framable,
+        "a well-framed record at offset {offset} was left out"
+    );
+}
+
+/// Whether a handshake record's body is one or more fragments, each with
+/// its 12-byte header, non-empty, inside its message and the body, of a
+/// message numbered at most `max_seq`.
+fn fragments_within(body: &[u8], max_seq: u16) -> bool {
+    let be24 = |b: &[u8]| (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]);
+    let mut at = 0;
+    while at < body.len() {
+        let Some(header) = body.get(at..at + 12) else {
+            return false;
+        };
+        let (length, seq) = (
+            be24(&header[1..4]),
+            u16::from_be_bytes([header[4], header[5]]),
+        );
+        let (offset, len) = (be24(&header[6..9]), be24(&header[9..12]));
+        if len == 0 || offset + len > length || seq > max_seq || at + 12 + len > body.len() {
+            return false;
+        }
+        at += 12 + len;
+    }
+    !body.is_empty()
 }

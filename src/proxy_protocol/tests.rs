@@ -348,6 +348,10 @@ fn v2_address_block_shorter_than_its_family_is_refused() {
     assert!(refused(parse(&v2(0x21, 0x11, &body[..11]))).contains("needs 12"));
     assert!(refused(parse(&v2(0x21, 0x21, &[0u8; 35]))).contains("needs 36"));
     assert!(refused(parse(&v2(0x21, 0x31, &[0u8; 100]))).contains("needs 216"));
+    // From its fixed part alone: the server does not wait for a body it
+    // would refuse.
+    let header = v2(0x21, 0x21, &[0u8; 5]);
+    assert!(refused(parse(&header[..V2_FIXED_LEN])).contains("needs 36"));
 }
 
 #[test]
