@@ -12,9 +12,12 @@ use sslserver::fuzzing::{self, ProxyVerdict};
 /// - a complete header lies within the input and the accepted size, and is
 ///   judged on its own bytes (what follows it is the TLS stream);
 /// - a header or a valid start received in parts is incomplete at every
-///   earlier cut, never refused (TCP splits where it likes);
-/// - refused bytes stay refused whatever follows them (no wait for more);
-/// - a version 2 header for TCP names the source address of its block.
+///   earlier cut, never refused (TCP splits where it likes), and nothing is
+///   still incomplete at the accepted size;
+/// - from the first refused cut on, every longer cut is refused too (no
+///   wait for bytes that cannot help);
+/// - the client address returned is the source address of a version 1 TCP
+///   line (read with the standard library) or of a version 2 TCP block.
 pub fn proxy_header(data: &[u8]) {
     let verdict = fuzzing::proxy_header(data);
     match &verdict {
