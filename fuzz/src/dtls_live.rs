@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 
 use sslserver::dtls::{DtlsEvent, DtlsEventKind, DtlsServer};
 
+// The DTLS tests' ClientHello builder, one copy for both.
+#[path = "../../tests/dtls_support/client_hello.rs"]
+mod client_hello;
+use client_hello::{client_hello, hello_verify_cookie};
+
 /// No answer the oracle waits for takes longer than this.
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -132,39 +137,9 @@ fn cookie_for(socket: &UdpSocket, random: [u8; 32]) -> Option<Vec<u8>> {
             }
             Err(e) => panic!("receiving the HelloVerifyRequest failed: {e}"),
         };
-        let datagram = &buf[..n];
-        // Handshake record, HelloVerifyRequest (3): the cookie follows the
-        // 13-byte record header, the 12-byte message header and the version.
-        if datagram.len() > 27 && datagram[0] == 22 && datagram[13] == 3 {
-            let len = usize::from(datagram[27]);
-            if let Some(cookie) = datagram.get(28..28 + len) {
-                return Some(cookie.to_vec());
-            }
+        if let Some(cookie) = hello_verify_cookie(&buf[..n]) {
+            return Some(cookie.to_vec());
         }
     }
     None
-}
-
-/// A DTLS 1.2 ClientHello offering TLS_PSK_WITH_AES_128_GCM_SHA256 with
-/// the extended master secret.
-fn client_hello(random: [u8; 32], cookie: &[u8], record_seq: u64, message_seq: u16) -> Vec<u8> {
-    let mut body = vec![0xfe, 0xfd];
-    body.extend_from_slice(&random);
-    body.push(0);
-    body.push(cookie.len() as u8);
-    body.extend_from_slice(cookie);
-    body.extend_from_slice(&[0, 2, 0x00, 0xa8, 1, 0]);
-    body.extend_from_slice(&[0, 4, 0, 23, 0, 0]);
-    let len = (body.len() as u32).to_be_bytes();
-    let mut message = vec![1];
-    message.extend_from_slice(&len[1..]);
-    message.extend_from_slice(&message_seq.to_be_bytes());
-    message.extend_from_slice(&[0, 0, 0]);
-    message.extend_from_slice(&len[1..]);
-    message.extend_from_slice(&body);
-    let mut record = vec![22, 0xfe, 0xfd, 0, 0];
-    record.extend_from_slice(&record_seq.to_be_bytes()[2..]);
-    record.extend_from_slice(&(message.len() as u16).to_be_bytes());
-    record.extend_from_slice(&message);
-    record
 }
