@@ -13,12 +13,18 @@
 #   --duration S    seconds per measurement (default 5)
 #   --runs N        runs per figure; the table shows the median (default 3)
 #   --output FILE   where the markdown goes (default docs/benchmarks.md)
-#   --only LIST     comma-separated groups: handshake,echo,latency,memory,deadline,
-#                   eventloop (alone, it rewrites only its own section of the output)
+#   --only LIST     comma-separated groups: handshake,scaling,echo,latency,memory,
+#                   deadline,eventloop (eventloop alone rewrites only its own section
+#                   of the output)
 #   --no-install    do not apt-get anything (fail if something is missing)
 #
 # Servers, all on 127.0.0.1, each started by this script:
-#   sslserver  bench/servers/sslserver_echo (the library's public Rust API)
+#   sslserver  bench/servers/sslserver_echo (the library's public Rust API);
+#              in the handshake and scaling groups it serves each connection
+#              from the PENDING_CONNECTION_AVAILABLE callback (--serve
+#              callback), elsewhere from an application thread per connection
+#   sslserver-queue  the same with an application thread per connection
+#              (--serve queue), for the handshake group's comparison
 #   sslserver-epoll  c_examples/epoll_echo_server (the C API, non-blocking
 #              sockets, one thread with epoll; eventloop group)
 #   openssl    bench/servers/openssl_echo (libssl, thread per connection)
@@ -35,7 +41,7 @@ duration=5
 runs=3
 smoke=0
 install=1
-only="handshake,echo,latency,memory,deadline,eventloop"
+only="handshake,scaling,echo,latency,memory,deadline,eventloop"
 output="$root/docs/benchmarks.md"
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -143,7 +149,8 @@ server_cmd() { # name cert [extra...]
   local c="$certs/$cert.pem" k="$certs/$cert.key"
   case "$name" in
     sslserver) echo "$SSLSERVER_ECHO --cert $c --key $k $*" ;;
-    sslserver-query) echo "$SSLSERVER_ECHO --cert $c --key $k --verify query $*" ;;
+    sslserver-queue) echo "$SSLSERVER_ECHO --cert $c --key $k --serve queue $*" ;;
+    sslserver-query) echo "$SSLSERVER_ECHO --cert $c --key $k --verify query --serve callback $*" ;;
     sslserver-epoll) echo "$EPOLL_ECHO --cert $c --key $k --verify none --quiet $*" ;;
     openssl) echo "$OPENSSL_ECHO --cert $c --key $k $*" ;;
     qt) echo "$QT_ECHO --cert $c --key $k $*" ;;
@@ -210,13 +217,44 @@ measure() { # server tag mode args...
   return 0
 }
 
+# Context switches of server NAME per connection over one handshake run
+# (perf stat, all of its threads), as a JSON line in the results; nothing
+# if perf cannot count here.
+count_switches() { # server tag loadgen-args...
+  local server="$1" tag="$2"; shift 2
+  command -v perf >/dev/null || return 0
+  local out="$work/logs/perf-$tag-$server.txt" line
+  perf stat -x, -e context-switches -p "${PID[$server]}" -o "$out" &
+  local perf_pid=$!
+  sleep 0.2
+  line="$("$LOADGEN" handshake --tag "$tag" --addr "127.0.0.1:${PORT[$server]}" --label "$server" \
+    --warmup 0 "$@" 2>>"$work/logs/loadgen.log")" || true
+  kill -INT "$perf_pid" 2>/dev/null || true
+  wait "$perf_pid" 2>/dev/null || true
+  python3 - "$line" "$out" >>"$results" <<'EOF' || true
+import json, sys
+run = json.loads(sys.argv[1])
+switches = [int(l.split(",")[0]) for l in open(sys.argv[2])
+            if "context-switches" in l and l.split(",")[0].isdigit()]
+# perf counts from before the first connection to after the last, so
+# divide by every connection made, not only those in the window.
+if switches and run.get("count"):
+    print(json.dumps({"mode": "switches", "tag": run["tag"], "server": run["server"],
+                      "connections": run["count"],
+                      "switches_per_conn": switches[0] / run["count"]}))
+EOF
+}
+
 # -------------------------------------------------------------------- smoke
 if [[ $smoke == 1 ]]; then
   : >"$results"
   log "smoke: loadgen against sslserver_echo"
-  start_server sslserver ecdsa --handshake-timeout 1000
+  start_server sslserver ecdsa --handshake-timeout 1000 --serve callback
+  start_server sslserver-queue ecdsa --handshake-timeout 1000
   d=(--duration 0.5 --warmup 0.2)
   measure sslserver smoke-hs13 handshake "${d[@]}" --proto 1.3 --threads 2
+  measure sslserver-queue smoke-hs13 handshake "${d[@]}" --proto 1.3 --threads 2
+  measure sslserver-queue smoke-echo4 echo "${d[@]}" --conns 4 --verify-data
   measure sslserver smoke-hs13r handshake "${d[@]}" --proto 1.3 --threads 2 --resume
   measure sslserver smoke-hs12 handshake "${d[@]}" --proto 1.2 --threads 2
   measure sslserver smoke-hs12r handshake "${d[@]}" --proto 1.2 --threads 2 --resume
@@ -251,8 +289,12 @@ peers=(sslserver openssl qt)
 if want handshake; then
   for cert in ecdsa rsa; do
     log "handshakes, $cert: starting servers"
-    for s in "${peers[@]}" tcp; do start_server "$s" "$cert"; done
-    if [[ $cert == ecdsa ]]; then start_server sslserver-query "$cert"; fi
+    start_server sslserver "$cert" --serve callback
+    for s in openssl qt tcp; do start_server "$s" "$cert"; done
+    if [[ $cert == ecdsa ]]; then
+      start_server sslserver-query "$cert"
+      start_server sslserver-queue "$cert"
+    fi
     for proto in 1.3 1.2; do
       for resume in "" --resume; do
         tag="hs-$cert-$proto${resume:+-resumed}"
@@ -266,13 +308,37 @@ if want handshake; then
             "${d[@]}" --proto "$proto" $resume
           if [[ $cert == ecdsa && $proto == 1.3 && -z $resume ]]; then
             measure sslserver-query "$tag-query" handshake "${d[@]}" --proto "$proto"
+            measure sslserver-queue "$tag-queue" handshake "${d[@]}" --proto "$proto"
             measure tcp "hs-tcp" handshake "${d[@]}" --plain
           fi
         done
       done
     done
+    if [[ $cert == ecdsa ]]; then
+      log "context switches per connection (perf stat), ECDSA TLS 1.3 full"
+      for s in sslserver sslserver-queue openssl; do
+        count_switches "$s" cs-ecdsa-1.3 --duration "$duration" --proto 1.3
+      done
+    fi
     stop_all
   done
+fi
+
+if want scaling; then
+  # Handshakes per second and server CPU per handshake as concurrent
+  # clients grow (ECDSA, TLS 1.3, full).
+  log "scaling: starting servers"
+  start_server sslserver ecdsa --serve callback --backlog 1024
+  start_server openssl ecdsa --backlog 1024
+  for clients in 1 8 64 512; do
+    log "scaling: $clients concurrent clients"
+    for run in $(seq 1 "$runs"); do
+      for s in sslserver openssl; do
+        measure "$s" "scale-$clients" handshake "${d[@]}" --proto 1.3 --threads "$clients"
+      done
+    done
+  done
+  stop_all
 fi
 
 if want echo || want latency; then
