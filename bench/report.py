@@ -176,7 +176,7 @@ def replace_section(path, section):
         start = text.index(EVENTLOOP_BEGIN)
         end = text.index(EVENTLOOP_END) + len(EVENTLOOP_END)
         return text[:start] + section.rstrip("\n") + text[end:]
-    at = text.find("## Targets (issue 4)")
+    at = text.find("## Targets (issues 4 and 16)")
     if at < 0:
         return text.rstrip("\n") + "\n\n" + section
     return text[:at] + section + "\n" + text[at:]
@@ -439,7 +439,7 @@ def main():
         md.append(eventloop_section(R))
 
     # ------------------------------------------------------------- targets
-    md.append("## Targets (issue 4)\n")
+    md.append("## Targets (issues 4 and 16)\n")
     md.append(table(["target", "sslserver", "verdict"], [[t, val, verdict(ok)] for t, val, ok in targets]))
     md.append("")
 

@@ -8,7 +8,7 @@
 //!   the connection and serves it on the library thread that ran its
 //!   handshake, so a connection costs no hand-off to another thread and no
 //!   thread start (the fastest way the API allows; see the README's
-//!   "Serving from the callback").
+//!   "Serving a connection from its callback").
 //!
 //! Either way a connection is echoed with blocking `read`/`write` until the
 //! peer closes.
