@@ -297,8 +297,11 @@ fn client_of(
     if family_transport == 0x00 {
         return Ok(None);
     }
-    // parse_v2 refused a body shorter than the addresses.
-    let (addresses, tlvs) = body.split_at(address_len);
+    // parse_v2 refuses a shorter body before waiting for it; checked here
+    // too, so no change there can turn peer bytes into a panic.
+    let (addresses, tlvs) = body
+        .split_at_checked(address_len)
+        .ok_or_else(|| malformed("PROXY v2: the address block is shorter than its family needs"))?;
     check_tlvs(tlvs)?;
     let client = match family_transport {
         0x11 => {

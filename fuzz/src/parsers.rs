@@ -139,12 +139,12 @@ pub fn dtls_records(data: &[u8]) {
             data[offset..].starts_with(bytes),
             "a record not at offset {offset}"
         );
-        assert!(bytes.len() > 13, "a record without a body");
-        let declared = usize::from(u16::from_be_bytes([bytes[11], bytes[12]]));
-        assert_eq!(bytes.len(), 13 + declared, "the record's length field");
-        assert!(declared <= 16384 + 2048, "a {declared}-byte body");
-        assert!((20..=23).contains(&bytes[0]), "content type {}", bytes[0]);
-        assert!(bytes[1] == 0xfe && (bytes[2] == 0xff || bytes[2] == 0xfd));
+        assert_eq!(
+            frame_len(&data[offset..]),
+            Some(bytes.len()),
+            "a record that its header does not frame"
+        );
+        let declared = bytes.len() - 13;
         assert_eq!(record.content_type, bytes[0]);
         assert_eq!(record.epoch, u16::from_be_bytes([bytes[3], bytes[4]]));
         let genuine_kind = match record.epoch {
@@ -160,25 +160,36 @@ pub fn dtls_records(data: &[u8]) {
         );
         assert_eq!(
             record.fragments_within,
-            fragments_within(&bytes[13..], 8),
+            fragments_within(&bytes[13..], MAX_HANDSHAKE_SEQ),
             "the body's handshake fragments"
         );
         offset += bytes.len();
     }
     // The split stops only where no further record can be framed.
-    let rest = &data[offset..];
-    let framable = rest.len() >= 13
-        && (20..=23).contains(&rest[0])
-        && rest[1] == 0xfe
-        && (rest[2] == 0xff || rest[2] == 0xfd)
-        && {
-            let declared = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
-            declared > 0 && declared <= 16384 + 2048 && 13 + declared <= rest.len()
-        };
-    assert!(
-        !framable,
+    assert_eq!(
+        frame_len(&data[offset..]),
+        None,
         "a well-framed record at offset {offset} was left out"
     );
+}
+
+/// The highest handshake message sequence accepted: the bound that
+/// `sslserver::fuzzing::dtls_records` gives the library's check.
+const MAX_HANDSHAKE_SEQ: u16 = 8;
+
+/// The length of the record at the start of `bytes` if its header frames
+/// one: a known content type (20-23), version 1.0 or 1.2, and a non-empty
+/// body of at most 2^14 + 2048 bytes that lies within `bytes`.
+fn frame_len(bytes: &[u8]) -> Option<usize> {
+    let header = bytes.get(..13)?;
+    let declared = usize::from(u16::from_be_bytes([header[11], header[12]]));
+    let framed = (20..=23).contains(&header[0])
+        && header[1] == 0xfe
+        && (header[2] == 0xff || header[2] == 0xfd)
+        && declared > 0
+        && declared <= 16384 + 2048
+        && 13 + declared <= bytes.len();
+    framed.then_some(13 + declared)
 }
 
 /// Whether a handshake record's body is one or more fragments, each with
