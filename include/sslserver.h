@@ -1003,12 +1003,16 @@ enum sslserver_result sslserver_server_address(const struct sslserver *server,
                                                size_t *out_n);
 
 // Stops listening: aborts handshakes in flight, closes queued connections
-// and joins the library's threads; no callback runs after it returns (other
-// than one already running on the calling thread), and every thread calling
-// it at once returns only when all of that is done. Safe at any moment, from
-// any thread and from callbacks. It wakes threads blocked on the server
-// (they return false / NULL): call it, join them, then sslserver_free.
-// sslserver_listen may be called again.
+// and joins the library's threads; no callback runs after it returns, and
+// every thread calling it at once returns only when all of that is done.
+// Called from a callback, it does not wait for callbacks that are inside
+// sslserver_close themselves (its own, or a callback of any server closing
+// a server): they can only run to their end, and two servers whose
+// callbacks close each other would otherwise wait forever. So do not free
+// a server (or its userdata) from a callback that closed it. Safe at any
+// moment, from any thread and from callbacks. It wakes threads blocked on
+// the server (they return false / NULL): call it, join them, then
+// sslserver_free. sslserver_listen may be called again.
 void sslserver_close(struct sslserver *server);
 
 // Stops accepting; new clients wait in the kernel backlog.

@@ -345,7 +345,7 @@ fn refused(
                 });
             }
             if let Some(alert) = alert {
-                let _ = std::io::Write::write_all(&mut connection.stream(), &alert.bytes);
+                handshake::send_alert_bytes(connection, &alert.bytes);
                 events.emit(EventKind::AlertSent, || {
                     Event::new(EventKind::AlertSent, Some(connection))
                         .alert(AlertLevel::Fatal, alert.alert)

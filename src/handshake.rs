@@ -6,10 +6,13 @@
 //! table in the C contract.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::SendFlags;
 use rustls::pki_types::UnixTime;
 use rustls::ServerConnection;
 
@@ -38,7 +41,7 @@ const ENCRYPTED_ALERT_LEN: usize = 2 + 1 + 16;
 /// sends, so closing does not reset the connection before the alert arrives.
 const ALERT_LINGER: Duration = Duration::from_millis(250);
 
-/// One deadline for the whole handshake. Each blocking socket call waits at
+/// One deadline for the whole handshake. Each wait for the socket lasts at
 /// most until it, so a client that drips a byte at a time gains nothing.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HandshakeDeadline {
@@ -67,10 +70,53 @@ impl HandshakeDeadline {
         match self.at {
             None => Ok(None),
             Some(at) => match at.checked_duration_since(Instant::now()) {
-                // A socket timeout of 0 means "forever", so round up.
+                // Never 0 while time is left: `connect_timeout` refuses 0,
+                // and a poll of 0 returns at once.
                 Some(left) if !left.is_zero() => Ok(Some(left.max(Duration::from_millis(1)))),
                 _ => Err(Expired),
             },
+        }
+    }
+
+    /// Waits until `stream` is ready for `flags` (or has an error or its
+    /// end, which the next receive or send reports), at most until the
+    /// deadline. Waiting with `poll` instead of blocking in the call spares
+    /// the handshake a socket timeout to set before each call and to clear
+    /// after. Returning early (a signal) is harmless: the caller tries, and
+    /// comes back.
+    pub(crate) fn wait_for(&self, stream: &TcpStream, flags: PollFlags) -> Result<(), WaitFailed> {
+        // Only a wait beyond i64 seconds fails to convert: that is forever.
+        let timeout = self
+            .remaining()?
+            .and_then(|left| Timespec::try_from(left).ok());
+        let mut fds = [PollFd::new(stream, flags)];
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => Err(WaitFailed::Expired),
+            Ok(_) | Err(Errno::INTR) => Ok(()),
+            // Waiting again would fail again: a spin.
+            Err(e) => Err(WaitFailed::Io(e.into())),
+        }
+    }
+}
+
+/// Why a wait for the socket ended without it being ready.
+pub(crate) enum WaitFailed {
+    Expired,
+    /// `poll` itself failed (out of memory, say).
+    Io(io::Error),
+}
+
+impl From<Expired> for WaitFailed {
+    fn from(_: Expired) -> Self {
+        WaitFailed::Expired
+    }
+}
+
+impl From<WaitFailed> for Failure {
+    fn from(failed: WaitFailed) -> Self {
+        match failed {
+            WaitFailed::Expired => Failure::Timeout,
+            WaitFailed::Io(e) => Failure::Io(e),
         }
     }
 }
@@ -217,8 +263,8 @@ pub(crate) fn complete(
     let mut outgoing = Outgoing::default();
     let mut judged = false;
     while tls.is_handshaking() {
-        outgoing.send_pending(connection, tls, deadline)?;
-        match read_some(connection, tls, deadline) {
+        let sent = outgoing.send_pending(connection, tls, deadline)?;
+        match read_some(connection, tls, deadline, sent) {
             Err(Failure::Unreadable(text, alert)) => {
                 let err = rustls::Error::General(text);
                 return Err(Failure::Tls(err, outgoing.own_alert(tls, alert)));
@@ -242,7 +288,7 @@ pub(crate) fn complete(
         }
     }
     // The last flight (and TLS 1.3 session tickets) follow.
-    outgoing.send_pending(connection, tls, deadline)
+    outgoing.send_pending(connection, tls, deadline).map(drop)
 }
 
 /// What this side of the handshake has sent. Once the peer has been sent a
@@ -259,12 +305,13 @@ struct Outgoing {
 }
 
 impl Outgoing {
+    /// Sends what rustls has queued; true if there was something.
     fn send_pending(
         &mut self,
         connection: &Connection,
         tls: &mut rustls::Connection,
         deadline: HandshakeDeadline,
-    ) -> Result<(), Failure> {
+    ) -> Result<bool, Failure> {
         self.take_queued(tls);
         // ChangeCipherSpec switches keys in TLS 1.2; in TLS 1.3 it is a
         // middlebox decoy, and protected records are application data.
@@ -274,18 +321,18 @@ impl Outgoing {
         });
         let mut written = 0;
         while written < self.buffer.len() {
-            connection
-                .stream()
-                .set_write_timeout(deadline.remaining()?)
-                .map_err(Failure::Io)?;
-            match connection.stream().write(&self.buffer[written..]) {
+            deadline.remaining()?;
+            // A flight fits an empty send buffer: this send rarely waits.
+            let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+            match rustix::net::send(connection.stream(), &self.buffer[written..], flags) {
                 Ok(0) => return Err(Failure::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => written += n,
-                Err(e) if is_retryable(&e) => {}
-                Err(e) => return Err(Failure::Io(e)),
+                Err(Errno::AGAIN) => deadline.wait_for(connection.stream(), PollFlags::OUT)?,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(Failure::Io(e.into())),
             }
         }
-        Ok(())
+        Ok(!self.buffer.is_empty())
     }
 
     fn take_queued(&mut self, tls: &mut rustls::Connection) {
@@ -380,40 +427,47 @@ fn check_missing_certificate(
     Ok(server)
 }
 
-/// Waits for the first byte without consuming it.
+/// Waits for the first byte, and leaves it (with what came with it) where
+/// the handshake reads first.
 fn first_byte(connection: &Connection, deadline: HandshakeDeadline) -> Result<u8, Failure> {
-    if let Some(byte) = connection.buffered_handshake_byte() {
-        return Ok(byte);
-    }
-    let mut byte = [0u8; 1];
     loop {
-        connection
-            .stream()
-            .set_read_timeout(deadline.remaining()?)
-            .map_err(Failure::Io)?;
-        match connection.stream().peek(&mut byte) {
+        if let Some(byte) = connection.buffered_handshake_byte() {
+            return Ok(byte);
+        }
+        // The ClientHello has usually arrived by the time a thread runs
+        // this: receive first, wait only if it has not.
+        match connection.receive_for_handshake() {
             Ok(0) => return Err(Failure::PeerClosed),
-            Ok(_) => return Ok(byte[0]),
-            Err(e) if is_retryable(&e) => continue,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                deadline.wait_for(connection.stream(), PollFlags::IN)?
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Failure::Io(e)),
         }
     }
 }
 
+/// Takes in the peer's next bytes. `answer_due`: a flight has just left,
+/// so the peer's answer cannot be there yet; wait before receiving (unless
+/// bytes are already buffered).
 fn read_some(
     connection: &Connection,
     tls: &mut rustls::Connection,
     deadline: HandshakeDeadline,
+    answer_due: bool,
 ) -> Result<(), Failure> {
+    if answer_due && connection.buffered_handshake_byte().is_none() {
+        deadline.wait_for(connection.stream(), PollFlags::IN)?;
+    }
     loop {
-        connection
-            .stream()
-            .set_read_timeout(deadline.remaining()?)
-            .map_err(Failure::Io)?;
         match tls.read_tls(&mut connection.handshake_input()) {
             Ok(0) => return Err(Failure::PeerClosed),
             Ok(_) => return Ok(()),
-            Err(e) if is_retryable(&e) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                deadline.wait_for(connection.stream(), PollFlags::IN)?
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // rustls refused the bytes before parsing them into messages
             // (corrupt framing, a handshake message over 64 KiB) and queued
             // no alert.
@@ -429,15 +483,6 @@ fn read_some(
             Err(e) => return Err(Failure::Io(e)),
         }
     }
-}
-
-/// Interrupted, or a socket timeout that the next `remaining()` turns into
-/// a deadline failure.
-pub(crate) fn is_retryable(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 /// Reports a failed handshake and closes the connection.
@@ -560,14 +605,20 @@ fn send_alert(
         return linger_close(connection);
     };
     // The alert (with what rustls queued before it), never a close_notify.
-    let _ = connection.stream().set_write_timeout(Some(ALERT_LINGER));
-    let _ = connection.stream().write_all(&bytes);
+    send_alert_bytes(connection, &bytes);
     events.emit(EventKind::AlertSent, || {
         Event::new(EventKind::AlertSent, Some(connection))
             .alert(AlertLevel::Fatal, alert_type)
             .describe(format!("sent a fatal alert: {alert_type:?} ({err})"))
     });
     linger_close(connection);
+}
+
+/// Sends the bytes of a fatal alert, waiting at most `ALERT_LINGER` for the
+/// peer to take them: a peer that stops reading cannot hold the thread.
+pub(crate) fn send_alert_bytes(connection: &Connection, bytes: &[u8]) {
+    let _ = connection.stream().set_write_timeout(Some(ALERT_LINGER));
+    let _ = connection.stream().write_all(bytes);
 }
 
 /// Shuts down writing, then reads briefly so the client's unread bytes do

@@ -25,11 +25,15 @@
 //! Reading (see [`receive`]) happens before the TLS handshake, on the
 //! connection's handshake thread and within its deadline.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use rustix::event::PollFlags;
+use rustix::io::Errno;
+use rustix::net::RecvFlags;
+
 use crate::connection::Connection;
-use crate::handshake::{is_retryable, HandshakeDeadline};
+use crate::handshake::HandshakeDeadline;
 use crate::types::SocketError;
 
 /// The longest header accepted, in bytes: version 2's 16-byte fixed part and
@@ -401,9 +405,12 @@ impl Failure {
     }
 }
 
-impl From<crate::handshake::Expired> for Failure {
-    fn from(_: crate::handshake::Expired) -> Self {
-        Failure::Timeout
+impl From<crate::handshake::WaitFailed> for Failure {
+    fn from(failed: crate::handshake::WaitFailed) -> Self {
+        match failed {
+            crate::handshake::WaitFailed::Expired => Failure::Timeout,
+            crate::handshake::WaitFailed::Io(e) => Failure::Io(e),
+        }
     }
 }
 
@@ -426,15 +433,20 @@ pub(crate) fn receive(
     let mut buffer = [0u8; MAX_HEADER_LEN];
     let mut filled = 0;
     loop {
-        connection
-            .stream()
-            .set_read_timeout(deadline.remaining()?)
-            .map_err(Failure::Io)?;
-        match (&mut connection.stream()).read(&mut buffer[filled..]) {
-            Ok(0) => return Err(Failure::Closed(filled)),
-            Ok(n) => filled += n,
-            Err(e) if is_retryable(&e) => continue,
-            Err(e) => return Err(Failure::Io(e)),
+        let received = rustix::net::recv(
+            connection.stream(),
+            &mut buffer[filled..],
+            RecvFlags::DONTWAIT,
+        );
+        match received {
+            Ok((0, _)) => return Err(Failure::Closed(filled)),
+            Ok((n, _)) => filled += n,
+            Err(Errno::AGAIN) => {
+                deadline.wait_for(connection.stream(), PollFlags::IN)?;
+                continue;
+            }
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(Failure::Io(e.into())),
         }
         match parse(&buffer[..filled]).map_err(Failure::Malformed)? {
             Parsed::Complete { header, len } => {

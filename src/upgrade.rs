@@ -124,13 +124,19 @@ pub fn check_descriptor(fd: BorrowedFd<'_>) -> std::result::Result<(), String> {
 
 /// A socket in UNENCRYPTED mode over `stream`, a connected TCP socket the
 /// application hands over (`sslsocket_new_from_descriptor`). The library
-/// owns it from now on and puts it in blocking mode. If it cannot be used,
-/// the stream comes back with the error, untouched.
+/// owns it from now on, puts it in blocking mode and clears its socket
+/// timeouts: blocking calls wait as on any other socket of the library,
+/// which keeps its own deadlines. If it cannot be used, the stream comes
+/// back with the error, untouched.
 pub fn wrap(stream: TcpStream) -> std::result::Result<Arc<Connection>, (Error, TcpStream)> {
     if let Err(why) = check_descriptor(stream.as_fd()) {
         return Err((Error::invalid_argument(format!("the socket {why}")), stream));
     }
-    if let Err(e) = stream.set_nonblocking(false) {
+    let blocking = stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_read_timeout(None))
+        .and_then(|()| stream.set_write_timeout(None));
+    if let Err(e) = blocking {
         return Err((Error::new(ErrorKind::Io, os_reason(&e)), stream));
     }
     Connection::over_stream(stream, SslMode::Unencrypted, None)

@@ -101,11 +101,19 @@ impl Pool {
 #[derive(Default)]
 pub(crate) struct WorkState {
     state: Mutex<Work>,
-    finished: Condvar,
+    changed: Condvar,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
-enum Work {
+struct Work {
+    stage: Stage,
+    /// The thread doing the work is inside a close called from one of its
+    /// callbacks (see `server::callback_thread`).
+    closing: bool,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Stage {
     #[default]
     None,
     /// Handed to the pool, not started yet.
@@ -116,29 +124,50 @@ enum Work {
 impl WorkState {
     /// Runs `job` on a pool thread; `wait` waits for it to end.
     pub(crate) fn start(self: &Arc<Self>, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        *self.state.lock() = Work::Scheduled;
+        self.set_stage(Stage::Scheduled);
         let work = self.clone();
         let started = Pool::shared().run(Box::new(move || {
-            *work.state.lock() = Work::Running(thread::current().id());
+            work.set_stage(Stage::Running(thread::current().id()));
             // Marks the work over even if the job panics.
             let _finished = Finished(&work);
             job();
         }));
         if started.is_err() {
-            *self.state.lock() = Work::None;
-            self.finished.notify_all();
+            self.set_stage(Stage::None);
         }
         started
     }
 
-    /// Waits for the work to end, unless called from the thread doing it
-    /// (a callback closing its own server or connection).
-    pub(crate) fn wait(&self) {
+    /// Waits for the work to end, unless called from the thread doing it (a
+    /// callback closing its own server or connection) or, if
+    /// `skip_closing`, while that thread is inside a close called from its
+    /// callback.
+    pub(crate) fn wait(&self, skip_closing: bool) {
         let me = thread::current().id();
         let mut state = self.state.lock();
-        while matches!(*state, Work::Scheduled) || matches!(*state, Work::Running(id) if id != me) {
-            self.finished.wait(&mut state);
+        loop {
+            let busy = match state.stage {
+                Stage::None => false,
+                Stage::Scheduled => true,
+                Stage::Running(id) => id != me && !(skip_closing && state.closing),
+            };
+            if !busy {
+                return;
+            }
+            self.changed.wait(&mut state);
         }
+    }
+
+    /// Marks the working thread as inside (or out of) a close called from
+    /// one of its callbacks.
+    pub(crate) fn set_closing(&self, closing: bool) {
+        self.state.lock().closing = closing;
+        self.changed.notify_all();
+    }
+
+    fn set_stage(&self, stage: Stage) {
+        self.state.lock().stage = stage;
+        self.changed.notify_all();
     }
 }
 
@@ -147,7 +176,6 @@ struct Finished<'a>(&'a WorkState);
 
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
-        *self.0.state.lock() = Work::None;
-        self.0.finished.notify_all();
+        self.0.set_stage(Stage::None);
     }
 }

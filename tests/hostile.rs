@@ -43,6 +43,9 @@ enum Slow {
     Silent,
     PartialHello,
     Drip,
+    /// A whole ClientHello, then silence: the server has sent its flight
+    /// and waits for the client's Finished.
+    SilentAfterHello,
 }
 
 #[test]
@@ -59,7 +62,12 @@ fn silent_partial_and_drip_feeding_clients_are_cut_at_the_deadline_while_good_on
 
     // (kind, client port, instant before connect (earlier than the accept), stream)
     let mut bad: Vec<(Slow, u16, Instant, TcpStream)> = Vec::new();
-    for kind in [Slow::Silent, Slow::PartialHello, Slow::Drip] {
+    for kind in [
+        Slow::Silent,
+        Slow::PartialHello,
+        Slow::Drip,
+        Slow::SilentAfterHello,
+    ] {
         for _ in 0..PER_KIND {
             let before = Instant::now();
             let mut tcp = server.tcp();
@@ -68,6 +76,7 @@ fn silent_partial_and_drip_feeding_clients_are_cut_at_the_deadline_while_good_on
                 Slow::Silent => {}
                 Slow::PartialHello => tcp.write_all(&hello[..hello.len() / 2]).unwrap(),
                 Slow::Drip => tcp.write_all(&hello[..1]).unwrap(),
+                Slow::SilentAfterHello => tcp.write_all(&hello).unwrap(),
             }
             bad.push((kind, port, before, tcp));
         }
@@ -101,8 +110,8 @@ fn silent_partial_and_drip_feeding_clients_are_cut_at_the_deadline_while_good_on
         })
     };
 
-    // Good clients complete their handshake while the bad ones hold 300
-    // connections (and 300 threads): each must finish well within the
+    // Good clients complete their handshake while the bad ones hold 400
+    // connections (and 400 threads): each must finish well within the
     // bad ones' deadline, so also within its own.
     let mut good_times = Vec::new();
     for _ in 0..3 {

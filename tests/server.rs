@@ -446,6 +446,28 @@ fn close_wakes_a_thread_blocked_in_wait_for_new_connection() {
     assert_eq!(waiter.join().unwrap(), WaitOutcome::NotListening);
 }
 
+/// A connection knows the address it was accepted on: the listener's own,
+/// or, behind a wildcard listener, the one the client connected to.
+#[test]
+fn a_connection_reports_the_address_it_was_accepted_on() {
+    let (ca, config) = plain_config();
+    for listen_on in ["127.0.0.1", "0.0.0.0"] {
+        let server = Server::new();
+        server.set_config(&config).unwrap();
+        server.listen(Some(listen_on), 0).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let client = connect(port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+        assert_eq!(
+            server.wait_for_new_connection(Some(SOON)),
+            WaitOutcome::Ready
+        );
+        let conn = server.next_pending_connection().unwrap();
+        let expected: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        assert_eq!(conn.local_addr(), expected, "listening on {listen_on}");
+        assert_eq!(conn.peer_addr(), client.sock.local_addr().unwrap());
+    }
+}
+
 /// A server, a rustls client, and the server's side of their connection,
 /// taken from the queue.
 fn established() -> (TestServer, Client, Arc<sslserver::Connection>) {

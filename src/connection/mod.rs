@@ -305,9 +305,16 @@ impl Connection {
     }
 
     /// Waits until the library thread is done with this connection, unless
-    /// called from that thread.
-    pub(crate) fn wait_for_work(&self) {
-        self.work.wait();
+    /// called from that thread or, if `skip_closing`, while that thread is
+    /// inside a close called from its callback.
+    pub(crate) fn wait_for_work(&self, skip_closing: bool) {
+        self.work.wait(skip_closing);
+    }
+
+    /// Marks this connection's library thread as inside (or out of) a close
+    /// called from one of its callbacks.
+    pub(crate) fn set_closing_from_callback(&self, closing: bool) {
+        self.work.set_closing(closing);
     }
 
     /// The peer: the client a PROXY protocol header named, or else the TCP
@@ -426,9 +433,6 @@ impl Connection {
                 .set(chain.iter().map(|c| c.clone().into_owned()).collect());
         }
         let _ = self.session.set(info);
-        // The handshake deadline no longer applies.
-        let _ = self.stream.set_read_timeout(None);
-        let _ = self.stream.set_write_timeout(None);
         // The client's first data may have come with its Finished, and been
         // decrypted by the handshake already.
         let state = tls.process_new_packets();

@@ -146,14 +146,24 @@ impl Connection {
         Ok(())
     }
 
-    /// `sslsocket_free` of a non-blocking socket: close_notify behind what is
-    /// queued, one attempt to send it all without waiting; the caller then
-    /// aborts (what did not leave is lost, as documented).
-    pub(super) fn release_nonblocking(&self) {
+    /// The first step of `sslsocket_free`, with the send lock held:
+    /// close_notify behind what is queued, one attempt to send it all
+    /// without waiting. False if some is left (a non-blocking socket loses
+    /// it, as documented; a blocking one waits a little for it).
+    pub(super) fn release_without_waiting(&self) -> bool {
         let mut io = self.io.lock();
-        io.queue_close_notify();
-        if self.send_queued(&mut io).unwrap_or(false) {
-            let _ = self.stream.shutdown(Shutdown::Write);
+        if !io.queue_close_notify() && io.outgoing.is_empty() {
+            // Closed and flushed before.
+            return true;
+        }
+        match self.send_queued(&mut io) {
+            Ok(true) => {
+                let _ = self.stream.shutdown(Shutdown::Write);
+                true
+            }
+            Ok(false) => false,
+            // Nothing more can leave.
+            Err(_) => true,
         }
     }
 

@@ -143,12 +143,26 @@ impl Connection {
     pub(crate) fn buffered_handshake_byte(&self) -> Option<u8> {
         self.inbox.lock().pending().first().copied()
     }
+
+    /// Receives what has arrived, without waiting, where the handshake reads
+    /// first; `Ok(0)` is the end of the stream, `WouldBlock` nothing yet.
+    pub(crate) fn receive_for_handshake(&self) -> io::Result<usize> {
+        let mut inbox = self.inbox.lock();
+        if !inbox.is_empty() {
+            // A receive would replace what is pending.
+            return Ok(inbox.pending().len());
+        }
+        Ok(inbox.fill(&self.stream, RecvFlags::DONTWAIT)?)
+    }
 }
 
 /// See [`Connection::handshake_input`].
 pub(crate) struct HandshakeInput<'a>(&'a Connection);
 
 impl Read for HandshakeInput<'_> {
+    /// Never waits (`WouldBlock` when nothing has arrived): the handshake
+    /// waits for the socket itself, within its deadline, which spares it a
+    /// socket timeout to set before each receive and to clear after.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // Held while receiving too, so that no other thread receives from
         // the socket during the handshake.
@@ -156,7 +170,7 @@ impl Read for HandshakeInput<'_> {
         if !inbox.is_empty() {
             return Ok(inbox.take_into(buf));
         }
-        (&self.0.stream).read(buf)
+        Ok(rustix::net::recv(&self.0.stream, buf, RecvFlags::DONTWAIT)?.0)
     }
 }
 

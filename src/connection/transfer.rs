@@ -274,12 +274,13 @@ impl Connection {
     pub fn release(&self) {
         if self.session.get().is_some() {
             if let Some(send) = self.send.try_lock() {
-                if self.is_blocking() {
+                // Usually the kernel takes it all at once, and no socket
+                // timeout needs setting. Only a blocking socket waits for
+                // the rest; an event loop's socket never waits.
+                let all_left = self.release_without_waiting();
+                if !all_left && self.is_blocking() {
                     let _ = self.stream.set_write_timeout(Some(RELEASE_FLUSH_TIMEOUT));
                     let _ = self.disconnect(send);
-                } else {
-                    // An event loop's socket: one attempt, never a wait.
-                    self.release_nonblocking();
                 }
             }
         }

@@ -4,7 +4,9 @@
 //! Each `listen` starts a [`Session`]: the listening socket, its accept
 //! thread, the handshakes in flight and the queue. `close` ends the session:
 //! it stops the accept thread, aborts the handshakes, closes what is queued
-//! and joins every thread it started, so no callback runs after it returns.
+//! and joins every thread it started, so no callback runs after it returns
+//! (for a close called from a callback, apart from callbacks closing a
+//! server themselves: see `callback_thread`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -22,6 +24,7 @@ use crate::notification::QueueNotification;
 use crate::tls::ServerTls;
 use crate::types::{EventKind, ProxyProtocol, SocketError};
 
+mod callback_thread;
 mod session;
 
 pub(crate) use session::Session;
@@ -285,8 +288,11 @@ impl Server {
     }
 
     /// Stops listening; see the module docs. Safe from any thread, also from
-    /// inside a callback (that callback's own thread is not joined).
+    /// inside a callback (of this server or another): it does not wait for
+    /// its caller's callback, nor, called from a callback, for callbacks
+    /// closing a server at the same time.
     pub fn close(&self) {
+        let _marked = callback_thread::CloseFromCallback::enter();
         // The session stays stored until it is fully closed, so a second
         // concurrent close waits for it too instead of returning early.
         if let Some(session) = self.current() {
@@ -297,11 +303,11 @@ impl Server {
                 self.retired.lock().push(session);
             }
         }
-        // Callbacks of sessions closed before (perhaps by a callback that
-        // is still running) count too.
+        // Threads of sessions closed before (by a callback that was still
+        // running, or skipped for one closing a server itself) count too.
         let retired = self.retired.lock().clone();
         for session in &retired {
-            session.wait_for_callbacks();
+            session.wait_for_threads();
         }
         self.retired.lock().retain(|s| !s.is_finished());
     }

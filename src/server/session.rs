@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::callback_thread::CallbackThread;
 use super::Common;
 use crate::accept;
 use crate::connection::Connection;
@@ -20,12 +21,6 @@ use crate::events::EventSink;
 use crate::handshake::{self, HandshakeDeadline};
 use crate::tls::ServerTls;
 use crate::types::{EventKind, ProxyProtocol, SslMode};
-
-std::thread_local! {
-    /// The session (by address) and connection id whose handshake thread
-    /// this is, so a callback that closes its own server skips itself.
-    static SERVING: std::cell::Cell<Option<(usize, u64)>> = const { std::cell::Cell::new(None) };
-}
 
 /// What the session's lock protects.
 pub(crate) struct SessionState {
@@ -39,10 +34,13 @@ pub(crate) struct SessionState {
     /// close waits for this to empty, also after a connection left the
     /// queue, since its thread may still be inside the pending callback.
     pub(super) running: std::collections::HashSet<u64>,
-    /// Connection threads inside `close` from a callback. Such a closer
-    /// does not wait for these (they do not wait for it either), or two
-    /// callbacks closing at once would wait for each other forever.
+    /// Connection threads inside a close (of this server or another)
+    /// called from their callback. A closer that is a callback itself does
+    /// not wait for these, or two callbacks closing at once would wait for
+    /// each other forever (see `callback_thread`).
     pub(super) closing_callbacks: std::collections::HashSet<u64>,
+    /// The accept thread is inside a close called from its callback.
+    pub(super) accept_thread_closing: bool,
     /// The accept thread has not finished yet.
     pub(super) accepting: bool,
     pub(super) next_id: u64,
@@ -63,6 +61,9 @@ pub(crate) struct Session {
     pub(super) accept_thread_id: Mutex<Option<std::thread::ThreadId>>,
     pub(super) fd: i32,
     pub(super) local: SocketAddr,
+    /// Every connection is accepted on `local` (a listener bound to one
+    /// address, not transparent), so no connection needs asking.
+    local_is_exact: bool,
 }
 
 impl Session {
@@ -80,6 +81,16 @@ impl Session {
                 return Err((error, listener));
             }
         };
+        // A transparent (TPROXY) listener accepts connections to any
+        // address, whatever it is bound to.
+        let transparent = {
+            let socket = socket2::SockRef::from(&listener);
+            match local {
+                SocketAddr::V4(_) => socket.ip_transparent_v4(),
+                SocketAddr::V6(_) => socket.ip_transparent_v6(),
+            }
+        };
+        let local_is_exact = !local.ip().is_unspecified() && transparent.is_ok_and(|t| !t);
         let (acceptor, waker) = accept::Acceptor::new(listener)?;
         let closing = Arc::new(AtomicBool::new(false));
         let session = Arc::new(Session {
@@ -90,6 +101,7 @@ impl Session {
                 handshakes: HashMap::new(),
                 running: Default::default(),
                 closing_callbacks: Default::default(),
+                accept_thread_closing: false,
                 accepting: true,
                 next_id: 0,
             }),
@@ -100,6 +112,7 @@ impl Session {
             accept_thread: Mutex::new(None),
             accept_thread_id: Mutex::new(None),
             local,
+            local_is_exact,
         });
         // The acceptor waits in a slot so a failed spawn can hand the
         // listener back to the caller.
@@ -111,6 +124,7 @@ impl Session {
                 // Cleared however the thread ends (a panicking callback of
                 // the Rust API included), or close would wait forever.
                 let _finished = AcceptThreadFinished(&for_thread);
+                let _thread = CallbackThread::enter(&for_thread, None);
                 let acceptor = slot_for_thread.lock().take();
                 if let Some(acceptor) = acceptor {
                     acceptor.run(&for_thread);
@@ -186,7 +200,13 @@ impl Session {
     ) -> Result<()> {
         // Records go out whole per write call, so Nagle only adds latency.
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(self.local);
+        // Only a wildcard (or transparent) listener needs asking which
+        // address took the connection: a system call per connection.
+        let local = if self.local_is_exact {
+            self.local
+        } else {
+            stream.local_addr().unwrap_or(self.local)
+        };
         let connection = Connection::new(stream, peer, local, SslMode::Server, None);
         let id = {
             let mut state = self.state.lock();
@@ -209,11 +229,11 @@ impl Session {
         let started = connection.start_handshake(move || {
             // A bug in one connection must not leak its handshake slot or
             // leave its client hanging.
+            let thread = CallbackThread::enter(&session, Some((id, for_thread.clone())));
             let served = catch_unwind(AssertUnwindSafe(|| {
-                SERVING.set(Some((Arc::as_ptr(&session) as usize, id)));
                 session.serve(id, for_thread.clone(), tls, proxy, deadline)
             }));
-            SERVING.set(None);
+            drop(thread);
             if served.is_err() {
                 for_thread.abort();
                 session.forget(id);
@@ -302,36 +322,24 @@ impl Session {
     }
 
     /// Returns once no thread of this session runs a callback or touches
-    /// the server any more, however many threads call it at once; a
-    /// callback closing its own server does not wait for itself, nor for
-    /// other callbacks closing it at the same time.
+    /// the server any more, however many threads call it at once. A callback
+    /// closing its own server does not wait for itself; a closer that is a
+    /// callback does not wait for callbacks that are closing a server too
+    /// (see `callback_thread`).
     pub(super) fn close(&self) {
-        let own = self.own_connection();
-        if let Some(id) = own {
-            self.state.lock().closing_callbacks.insert(id);
-        }
+        let in_callback = CallbackThread::is_current();
         {
             let _state = self.state.lock();
             self.closing.store(true, Ordering::Release);
             self.changed.notify_all();
         }
         self.waker.wake();
-        let on_accept_thread = *self.accept_thread_id.lock() == Some(std::thread::current().id());
-        let accept_thread = self.accept_thread.lock().take();
-        if let Some(handle) = accept_thread {
-            if !on_accept_thread {
-                let _ = handle.join();
-            }
+        if !self.on_accept_thread() {
+            self.wait_for_accept_thread(in_callback);
         }
-        if !on_accept_thread {
-            // Another closer may hold the handle and still be joining.
-            let mut state = self.state.lock();
-            while state.accepting {
-                self.changed.wait(&mut state);
-            }
-        }
-        // The accept thread is gone, so every connection it started is in
-        // one of these two sets, with its thread handle stored.
+        // The accept thread is gone (or closing from its callback, which
+        // accepts nothing more), so every connection it started is in one of
+        // these two sets, with its thread handle stored.
         let (handshakes, queued) = {
             let mut state = self.state.lock();
             let handshakes: Vec<_> = state.handshakes.drain().map(|(_, c)| c).collect();
@@ -346,34 +354,56 @@ impl Session {
             connection.release();
         }
         for connection in handshakes.iter().chain(&queued) {
-            connection.wait_for_work();
+            connection.wait_for_work(in_callback);
         }
         self.wait_for_callbacks();
-        if let Some(id) = own {
-            self.state.lock().closing_callbacks.remove(&id);
-            self.changed.notify_all();
-        }
     }
 
-    /// The connection whose thread calls this, if it is one of this
-    /// session's connection threads (a callback).
-    pub(super) fn own_connection(&self) -> Option<u64> {
-        SERVING
-            .get()
-            .filter(|&(session, _)| session == self as *const Session as usize)
-            .map(|(_, id)| id)
+    /// For a session closed before: waits for its threads as `close` does
+    /// (they were told to stop then).
+    pub(super) fn wait_for_threads(&self) {
+        if !self.on_accept_thread() {
+            self.wait_for_accept_thread(CallbackThread::is_current());
+        }
+        self.wait_for_callbacks();
+    }
+
+    fn on_accept_thread(&self) -> bool {
+        *self.accept_thread_id.lock() == Some(std::thread::current().id())
+    }
+
+    /// Waits until the accept thread has ended and joins it; a closer that
+    /// is a callback stops waiting once the accept thread is inside a close
+    /// called from its own callback (a later closer joins it, from
+    /// `Server::close`'s retired sessions).
+    fn wait_for_accept_thread(&self, skip_closing: bool) {
+        {
+            let mut state = self.state.lock();
+            while state.accepting && !(skip_closing && state.accept_thread_closing) {
+                self.changed.wait(&mut state);
+            }
+            if state.accepting {
+                return;
+            }
+        }
+        // Another closer may have joined it already.
+        let accept_thread = self.accept_thread.lock().take();
+        if let Some(handle) = accept_thread {
+            let _ = handle.join();
+        }
     }
 
     /// Waits until no connection thread of this session may run a callback,
-    /// apart from the caller's own and, for a callback, the callbacks
-    /// closing the server at the same time.
+    /// apart from the caller's own and, for a caller that is a callback,
+    /// those closing a server from their callback.
     pub(super) fn wait_for_callbacks(&self) {
-        let own = self.own_connection();
+        let own = CallbackThread::own_connection(self);
+        let skip_closing = CallbackThread::is_current();
         let mut state = self.state.lock();
         while state
             .running
             .iter()
-            .any(|id| Some(*id) != own && !(own.is_some() && state.closing_callbacks.contains(id)))
+            .any(|id| Some(*id) != own && !(skip_closing && state.closing_callbacks.contains(id)))
         {
             self.changed.wait(&mut state);
         }
@@ -381,7 +411,8 @@ impl Session {
 
     /// No connection thread of this session is left.
     pub(super) fn is_finished(&self) -> bool {
-        self.state.lock().running.is_empty()
+        let state = self.state.lock();
+        state.running.is_empty() && !state.accepting
     }
 }
 

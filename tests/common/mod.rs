@@ -2,6 +2,7 @@
 //! event recorder and real TLS clients (rustls, openssl CLI).
 #![allow(dead_code)]
 
+pub mod descriptors;
 pub mod ffi_support;
 pub mod openssl_client;
 
