@@ -218,12 +218,15 @@ fn own_close_then_outside_close() {
         "the callback's close of its own server hangs"
     );
 
+    let (closing, closing_rx) = channel();
     let (closed, closed_rx) = channel();
     let server = a.server.clone();
     thread::spawn(move || {
+        let _ = closing.send(());
         server.close();
         let _ = closed.send(());
     });
+    closing_rx.recv_timeout(BOUND).unwrap();
     assert!(
         closed_rx.recv_timeout(Duration::from_millis(300)).is_err(),
         "close returned while the ACCEPT_ERROR callback still ran"
@@ -233,6 +236,9 @@ fn own_close_then_outside_close() {
         closed_rx.recv_timeout(BOUND).is_ok(),
         "close never returned after the callback did"
     );
+    // The accept thread took its listening socket with it.
+    let refused = TcpStream::connect(a.addr()).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     close_within_bound((a, client), "own close");
 }
 

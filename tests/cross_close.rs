@@ -339,13 +339,15 @@ fn a_callback_closing_another_server_waits_for_its_busy_callbacks() {
     );
     let target: Target = Default::default();
     target.set(Arc::downgrade(&b.server)).unwrap();
+    let (closing_tx, closing) = channel::<()>();
     let (closed_tx, closed) = channel::<()>();
-    let closed_tx = Mutex::new(closed_tx);
+    let (closing_tx, closed_tx) = (Mutex::new(closing_tx), Mutex::new(closed_tx));
     let a = TestServer::start_with(
         &config,
         |_| {},
         move |event| {
             if event.kind == EventKind::NewConnection {
+                let _ = closing_tx.lock().unwrap().send(());
                 target.get().and_then(Weak::upgrade).unwrap().close();
                 let _ = closed_tx.lock().unwrap().send(());
             }
@@ -357,6 +359,10 @@ fn a_callback_closing_another_server_waits_for_its_busy_callbacks() {
         "no NEW_CONNECTION on B"
     );
     let a_client = tcp_only(a.port);
+    assert!(
+        closing.recv_timeout(BOUND).is_ok(),
+        "no NEW_CONNECTION on A"
+    );
     assert!(
         closed.recv_timeout(Duration::from_millis(300)).is_err(),
         "A's callback closed B while B's callback was still busy"

@@ -725,6 +725,42 @@ fn an_adopted_listener_serves_connections() {
     );
 }
 
+/// A listener handed over with socket timeouts (set by a parent, say) does
+/// not pass them on: a connection's blocking calls wait as long as they
+/// must, as on a listener the library bound itself.
+#[test]
+fn an_adopted_listeners_socket_timeouts_do_not_reach_its_connections() {
+    use socket2::{Domain, SockRef, Socket, Type};
+    let (ca, config) = plain_config();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    socket
+        .set_write_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let address: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&address.into()).unwrap();
+    socket.listen(16).unwrap();
+    let listener = TcpListener::from(socket);
+    let port = listener.local_addr().unwrap().port();
+    let server = Server::new();
+    server.set_config(&config).unwrap();
+    server.adopt_listener(listener).unwrap();
+    let _client = connect(port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+    assert_eq!(
+        server.wait_for_new_connection(Some(SOON)),
+        WaitOutcome::Ready
+    );
+    let conn = server.next_pending_connection().unwrap();
+    // SAFETY (test): the descriptor is the open connection's, and `conn`
+    // outlives the borrow.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.descriptor()) };
+    let accepted = SockRef::from(&fd);
+    assert_eq!(accepted.read_timeout().unwrap(), None);
+    assert_eq!(accepted.write_timeout().unwrap(), None);
+}
+
 #[test]
 fn data_sent_together_with_the_clients_finished_is_not_lost() {
     // rustls (like openssl s_client) sends data queued during the handshake

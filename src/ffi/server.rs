@@ -36,9 +36,10 @@ pub extern "C" fn sslserver_new() -> *mut Server {
 }
 
 /// Closes the server (as sslserver_close) and frees it. Not from one of its
-/// own callbacks, and only when no other thread is inside a call on this
-/// server: to wake a thread blocked on it, call sslserver_close first, join
-/// that thread, then free. Connections already taken with
+/// own callbacks, nor from a callback that closed it (a callback of the
+/// server may still be finishing), and only when no other thread is inside
+/// a call on this server: to wake a thread blocked on it, call
+/// sslserver_close first, join that thread, then free. Connections already taken with
 /// sslserver_next_pending_connection stay valid. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn sslserver_free(server: *mut Server) {
@@ -269,10 +270,10 @@ pub extern "C" fn sslserver_server_address(
 /// and joins the library's threads; no callback runs after it returns, and
 /// every thread calling it at once returns only when all of that is done.
 /// Called from a callback, it does not wait for callbacks that are inside
-/// sslserver_close themselves (its own, or a callback of any server closing
-/// a server): they can only run to their end, and two servers whose
-/// callbacks close each other would otherwise wait forever. So do not free
-/// a server (or its userdata) from a callback that closed it. Safe at any
+/// sslserver_close themselves (its own, or a callback of any sslserver
+/// closing an sslserver): they can only run to their end, and two servers
+/// whose callbacks close each other would otherwise wait forever. So do not
+/// free a server (or its userdata) from a callback that closed it. Safe at any
 /// moment, from any thread and from callbacks. It wakes threads blocked on
 /// the server (they return false / NULL): call it, join them, then
 /// sslserver_free. sslserver_listen may be called again.

@@ -309,7 +309,16 @@ impl Server {
         for session in &retired {
             session.wait_for_threads();
         }
-        self.retired.lock().retain(|s| !s.is_finished());
+        let finished: Vec<_> = {
+            let mut retired = self.retired.lock();
+            let (finished, running) = retired.drain(..).partition(|s| s.is_finished());
+            *retired = running;
+            finished
+        };
+        // A closer that skipped a session's accept thread left it unjoined.
+        for session in finished {
+            session.join_accept_thread();
+        }
     }
 
     /// Stops accepting new connections (they wait in the kernel backlog).

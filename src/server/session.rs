@@ -64,6 +64,9 @@ pub(crate) struct Session {
     /// Every connection is accepted on `local` (a listener bound to one
     /// address, not transparent), so no connection needs asking.
     local_is_exact: bool,
+    /// The listener has socket timeouts (an adopted one may), which
+    /// accepted sockets inherit and the library's blocking calls must not.
+    inherits_timeouts: bool,
 }
 
 impl Session {
@@ -81,16 +84,18 @@ impl Session {
                 return Err((error, listener));
             }
         };
+        let socket = socket2::SockRef::from(&listener);
         // A transparent (TPROXY) listener accepts connections to any
         // address, whatever it is bound to.
-        let transparent = {
-            let socket = socket2::SockRef::from(&listener);
-            match local {
-                SocketAddr::V4(_) => socket.ip_transparent_v4(),
-                SocketAddr::V6(_) => socket.ip_transparent_v6(),
-            }
+        let transparent = match local {
+            SocketAddr::V4(_) => socket.ip_transparent_v4(),
+            SocketAddr::V6(_) => socket.ip_transparent_v6(),
         };
         let local_is_exact = !local.ip().is_unspecified() && transparent.is_ok_and(|t| !t);
+        let inherits_timeouts = !matches!(
+            (socket.read_timeout(), socket.write_timeout()),
+            (Ok(None), Ok(None))
+        );
         let (acceptor, waker) = accept::Acceptor::new(listener)?;
         let closing = Arc::new(AtomicBool::new(false));
         let session = Arc::new(Session {
@@ -113,6 +118,7 @@ impl Session {
             accept_thread_id: Mutex::new(None),
             local,
             local_is_exact,
+            inherits_timeouts,
         });
         // The acceptor waits in a slot so a failed spawn can hand the
         // listener back to the caller.
@@ -200,6 +206,10 @@ impl Session {
     ) -> Result<()> {
         // Records go out whole per write call, so Nagle only adds latency.
         let _ = stream.set_nodelay(true);
+        if self.inherits_timeouts {
+            let _ = stream.set_read_timeout(None);
+            let _ = stream.set_write_timeout(None);
+        }
         // Only a wildcard (or transparent) listener needs asking which
         // address took the connection: a system call per connection.
         let local = if self.local_is_exact {
@@ -386,7 +396,12 @@ impl Session {
                 return;
             }
         }
-        // Another closer may have joined it already.
+        self.join_accept_thread();
+    }
+
+    /// Joins the accept thread once it has ended, unless another closer
+    /// has joined it already.
+    pub(super) fn join_accept_thread(&self) {
         let accept_thread = self.accept_thread.lock().take();
         if let Some(handle) = accept_thread {
             let _ = handle.join();
