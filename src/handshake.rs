@@ -431,14 +431,11 @@ fn check_missing_certificate(
 /// the handshake reads first.
 fn first_byte(connection: &Connection, deadline: HandshakeDeadline) -> Result<u8, Failure> {
     loop {
-        if let Some(byte) = connection.buffered_handshake_byte() {
-            return Ok(byte);
-        }
         // The ClientHello has usually arrived by the time a thread runs
         // this: receive first, wait only if it has not.
-        match connection.receive_for_handshake() {
-            Ok(0) => return Err(Failure::PeerClosed),
-            Ok(_) => {}
+        match connection.first_handshake_byte() {
+            Ok(Some(byte)) => return Ok(byte),
+            Ok(None) => return Err(Failure::PeerClosed),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 deadline.wait_for(connection.stream(), PollFlags::IN)?
             }

@@ -176,7 +176,7 @@ fn cross_close(b_trigger: EventKind) {
         );
     }
     assert!(!a.server.is_listening() && !b.server.is_listening());
-    close_within_bound((a, b, a_client, b_client), &format!("{b_trigger:?}"));
+    drop_within((a, b, a_client, b_client), BOUND, &format!("{b_trigger:?}"));
 }
 
 /// An ACCEPT_ERROR callback closes its own server (close does not wait for
@@ -239,19 +239,5 @@ fn own_close_then_outside_close() {
     // The accept thread took its listening socket with it.
     let refused = TcpStream::connect(a.addr()).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
-    close_within_bound((a, client), "own close");
-}
-
-/// Drops `keep` (servers: a close from outside any callback) on a helper
-/// thread, and fails if that does not finish within `BOUND`.
-fn close_within_bound<T: Send + 'static>(keep: T, what: &str) {
-    let (closed, closed_rx) = channel();
-    thread::spawn(move || {
-        drop(keep);
-        let _ = closed.send(());
-    });
-    assert!(
-        closed_rx.recv_timeout(BOUND).is_ok(),
-        "{what}: the final close hangs"
-    );
+    drop_within((a, client), BOUND, "own close");
 }

@@ -116,30 +116,20 @@ fn expect_reports<T>(rx: &Receiver<String>, n: usize, keep: T, what: &str) -> (V
     (reports, keep)
 }
 
-/// Drops (closes) the servers on a helper thread, bounded.
-fn drop_within_bound<T: Send + 'static>(keep: T, what: &str) {
-    let (tx, rx) = channel();
-    thread::spawn(move || {
-        drop(keep);
-        let _ = tx.send(());
-    });
-    assert!(
-        rx.recv_timeout(BOUND).is_ok(),
-        "{what}: the final close hangs"
-    );
-}
-
 /// Two servers whose callbacks close each other, both triggered by
-/// `trigger`; `connect` makes each server fire it once.
+/// `trigger`; `connect` makes each server fire it once. A's callback first
+/// runs `a_before` with its own server.
 fn two_servers_closing_each_other(
     config: &TlsConfig,
     trigger: EventKind,
     what: &str,
     connect: impl Fn(u16) -> Box<dyn std::any::Any + Send>,
+    a_before: impl Fn(&Server) + Send + Sync + 'static,
 ) {
     let meet = Rendezvous::new(2);
     let (done_tx, done_rx) = channel();
-    let (a_target, b_target): (Target, Target) = Default::default();
+    let (a_target, b_target, a_self): (Target, Target, Target) = Default::default();
+    let a_self_in_cb = a_self.clone();
     let a = TestServer::start_with(
         config,
         |_| {},
@@ -149,7 +139,7 @@ fn two_servers_closing_each_other(
             meet.clone(),
             a_target.clone(),
             done_tx.clone(),
-            || {},
+            move || a_before(&a_self_in_cb.get().and_then(Weak::upgrade).unwrap()),
         ),
     );
     let b = TestServer::start_with(
@@ -165,6 +155,7 @@ fn two_servers_closing_each_other(
         ),
     );
     // A's callback closes B, B's callback closes A.
+    a_self.set(Arc::downgrade(&a.server)).unwrap();
     a_target.set(Arc::downgrade(&b.server)).unwrap();
     b_target.set(Arc::downgrade(&a.server)).unwrap();
 
@@ -172,7 +163,7 @@ fn two_servers_closing_each_other(
     let (reports, (a, b, clients)) = expect_reports(&done_rx, 2, (a, b, clients), what);
     eprintln!("{what}: {reports:?}");
     assert!(!a.server.is_listening() && !b.server.is_listening());
-    drop_within_bound((a, b, clients), what);
+    drop_within((a, b, clients), BOUND, what);
 }
 
 /// A plain TCP connection: enough for NEW_CONNECTION, fired on the
@@ -189,6 +180,7 @@ fn new_connection_callbacks_closing_each_others_server_both_finish() {
         EventKind::NewConnection,
         "NEW_CONNECTION callbacks closing each other's server",
         tcp_only,
+        |_| {},
     );
 }
 
@@ -211,6 +203,7 @@ fn pending_callbacks_closing_each_others_server_both_finish() {
             });
             Box::new(())
         },
+        |_| {},
     );
 }
 
@@ -221,50 +214,16 @@ fn pending_callbacks_closing_each_others_server_both_finish() {
 #[test]
 fn retired_session_callback_and_other_server_closing_each_other_both_finish() {
     let (_ca, config) = plain_config();
-    let meet = Rendezvous::new(2);
-    let (done_tx, done_rx) = channel();
-    let (a_target, b_target): (Target, Target) = Default::default();
-    let a_self: Target = Default::default();
-    let a_self_in_cb = a_self.clone();
-    let trigger = EventKind::NewConnection;
-    let a = TestServer::start_with(
+    two_servers_closing_each_other(
         &config,
-        |_| {},
-        cross_closer(
-            "A's (retired) callback",
-            trigger,
-            meet.clone(),
-            a_target.clone(),
-            done_tx.clone(),
-            move || {
-                let me = a_self_in_cb.get().and_then(Weak::upgrade).unwrap();
-                me.close();
-                me.listen(Some("127.0.0.1"), 0).unwrap();
-            },
-        ),
+        EventKind::NewConnection,
+        "a retired session's callback and B's callback closing each other's server",
+        tcp_only,
+        |me| {
+            me.close();
+            me.listen(Some("127.0.0.1"), 0).unwrap();
+        },
     );
-    let b = TestServer::start_with(
-        &config,
-        |_| {},
-        cross_closer(
-            "B's callback",
-            trigger,
-            meet,
-            b_target.clone(),
-            done_tx,
-            || {},
-        ),
-    );
-    a_self.set(Arc::downgrade(&a.server)).unwrap();
-    a_target.set(Arc::downgrade(&b.server)).unwrap();
-    b_target.set(Arc::downgrade(&a.server)).unwrap();
-
-    let clients = (tcp_only(a.port), tcp_only(b.port));
-    let what = "a retired session's callback and B's callback closing each other's server";
-    let (reports, (a, b, clients)) = expect_reports(&done_rx, 2, (a, b, clients), what);
-    eprintln!("{what}: {reports:?}");
-    assert!(!a.server.is_listening() && !b.server.is_listening());
-    drop_within_bound((a, b, clients), what);
 }
 
 /// A callback closes its own server while another thread is already inside
@@ -315,7 +274,7 @@ fn callback_closing_its_own_server_while_another_thread_closes_it_both_finish() 
     let (reports, a) = expect_reports(&done_rx, 2, a, what);
     eprintln!("{what}: {reports:?}");
     assert!(!a.server.is_listening());
-    drop_within_bound(a, what);
+    drop_within(a, BOUND, what);
 }
 
 /// The exception is for callbacks closing a server, no wider: a callback
@@ -372,5 +331,5 @@ fn a_callback_closing_another_server_waits_for_its_busy_callbacks() {
         closed.recv_timeout(BOUND).is_ok(),
         "A's callback never finished closing B"
     );
-    drop_within_bound((a, b, a_client, b_client), "busy callback");
+    drop_within((a, b, a_client, b_client), BOUND, "busy callback");
 }

@@ -144,15 +144,16 @@ impl Connection {
         self.inbox.lock().pending().first().copied()
     }
 
-    /// Receives what has arrived, without waiting, where the handshake reads
-    /// first; `Ok(0)` is the end of the stream, `WouldBlock` nothing yet.
-    pub(crate) fn receive_for_handshake(&self) -> io::Result<usize> {
+    /// The first byte of the handshake: one already received, or else the
+    /// first of what has arrived by now, received without waiting where the
+    /// handshake reads first. `Ok(None)`: the peer closed; `WouldBlock`:
+    /// nothing has arrived yet.
+    pub(crate) fn first_handshake_byte(&self) -> io::Result<Option<u8>> {
         let mut inbox = self.inbox.lock();
-        if !inbox.is_empty() {
-            // A receive would replace what is pending.
-            return Ok(inbox.pending().len());
+        if inbox.is_empty() && inbox.fill(&self.stream, RecvFlags::DONTWAIT)? == 0 {
+            return Ok(None);
         }
-        Ok(inbox.fill(&self.stream, RecvFlags::DONTWAIT)?)
+        Ok(inbox.pending().first().copied())
     }
 }
 

@@ -795,3 +795,18 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
             .supported_schemes()
     }
 }
+
+/// Drops `keep` on a helper thread (for servers: a close from outside any
+/// callback) and fails if that takes longer than `bound`, so a hang fails
+/// the test instead of hanging it.
+pub fn drop_within<T: Send + 'static>(keep: T, bound: Duration, what: &str) {
+    let (dropped, dropped_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(keep);
+        let _ = dropped.send(());
+    });
+    assert!(
+        dropped_rx.recv_timeout(bound).is_ok(),
+        "{what}: the final close hangs"
+    );
+}
