@@ -7,7 +7,7 @@
 //! a readiness wake-up while accepting is paused costs nothing.
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +40,11 @@ impl Waker {
 pub(crate) struct Acceptor {
     listener: TcpListener,
     poll: Poll,
+    /// Nagle's algorithm is off on the listener, and Linux copies that to
+    /// every accepted socket: no `setsockopt` per connection.
+    nodelay_inherited: bool,
+    /// The listener's own setting, restored if it goes back to the caller.
+    nodelay_before: Option<bool>,
 }
 
 impl Acceptor {
@@ -59,7 +64,20 @@ impl Acceptor {
             Ok((poll, waker))
         };
         match setup() {
-            Ok((poll, waker)) => Ok((Acceptor { listener, poll }, Waker(waker))),
+            Ok((poll, waker)) => {
+                // Last, so a failed setup leaves the listener as it came.
+                let socket = socket2::SockRef::from(&listener);
+                let nodelay_before = socket.tcp_nodelay().ok();
+                let nodelay_inherited = cfg!(target_os = "linux")
+                    && (nodelay_before == Some(true) || socket.set_tcp_nodelay(true).is_ok());
+                let acceptor = Acceptor {
+                    listener,
+                    poll,
+                    nodelay_inherited,
+                    nodelay_before,
+                };
+                Ok((acceptor, Waker(waker)))
+            }
             Err(e) => Err((
                 Error::new(
                     ErrorKind::Io,
@@ -73,6 +91,9 @@ impl Acceptor {
     /// The listener back, blocking again, for a caller whose listen failed.
     pub(crate) fn into_listener(self) -> TcpListener {
         let _ = self.listener.set_nonblocking(false);
+        if self.nodelay_before == Some(false) {
+            let _ = socket2::SockRef::from(&self.listener).set_tcp_nodelay(false);
+        }
         self.listener
     }
 
@@ -87,10 +108,8 @@ impl Acceptor {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     backoff = MIN_BACKOFF;
-                    // Accepted sockets must block: one thread per connection.
-                    let started = stream
-                        .set_nonblocking(false)
-                        .map_err(|e| Error::new(ErrorKind::Io, os_reason(&e)))
+                    let started = self
+                        .prepare(&stream)
                         .and_then(|()| session.start_connection(stream, peer));
                     if let Err(e) = started {
                         report(session, SocketError::SocketResource, e.message());
@@ -128,6 +147,25 @@ impl Acceptor {
                 }
             }
         }
+    }
+}
+
+impl Acceptor {
+    /// Makes an accepted socket what a connection thread expects: blocking
+    /// (one thread per connection), with Nagle's algorithm off (records go
+    /// out whole per write, so Nagle only adds latency). Linux gives
+    /// accepted sockets neither the listener's O_NONBLOCK (accept(2)) nor
+    /// needs telling about Nagle when the listener has it off.
+    fn prepare(&self, stream: &TcpStream) -> Result<(), Error> {
+        if !cfg!(target_os = "linux") {
+            stream
+                .set_nonblocking(false)
+                .map_err(|e| Error::new(ErrorKind::Io, os_reason(&e)))?;
+        }
+        if !self.nodelay_inherited {
+            let _ = stream.set_nodelay(true);
+        }
+        Ok(())
     }
 }
 

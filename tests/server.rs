@@ -573,6 +573,23 @@ fn a_timed_wait_beside_a_blocked_read_returns_at_its_timeout() {
 }
 
 #[test]
+fn release_ends_the_connection_with_close_notify_and_eof() {
+    // The close_notify leaves together with the end of stream (one
+    // segment): the peer must still get both, blocking or not.
+    for blocking in [true, false] {
+        let (_server, mut client, conn) = established();
+        conn.set_blocking(blocking);
+        assert_eq!(conn.write(b"bye").unwrap(), 3);
+        conn.release();
+        let mut received = Vec::new();
+        client
+            .read_to_end(&mut received)
+            .unwrap_or_else(|e| panic!("no clean end (blocking {blocking}): {e}"));
+        assert_eq!(received, b"bye");
+    }
+}
+
+#[test]
 fn truncation_without_close_notify_is_an_error_not_eof() {
     let (_server, client, conn) = established();
     drop(client);
@@ -759,6 +776,42 @@ fn an_adopted_listeners_socket_timeouts_do_not_reach_its_connections() {
     let accepted = SockRef::from(&fd);
     assert_eq!(accepted.read_timeout().unwrap(), None);
     assert_eq!(accepted.write_timeout().unwrap(), None);
+}
+
+#[test]
+fn accepted_connections_block_and_have_nagle_off() {
+    // Both are set on the listener (or left to Linux's defaults for
+    // accepted sockets), not per connection: checked for a listener the
+    // library opens and for an adopted non-blocking one.
+    use socket2::SockRef;
+    let (ca, config) = plain_config();
+    let adopted = TcpListener::bind("127.0.0.1:0").unwrap();
+    adopted.set_nonblocking(true).unwrap();
+    let adopted_port = adopted.local_addr().unwrap().port();
+    let own = Server::new();
+    own.set_config(&config).unwrap();
+    own.listen(Some("127.0.0.1"), 0).unwrap();
+    let own_port = own.local_addr().unwrap().port();
+    let theirs = Server::new();
+    theirs.set_config(&config).unwrap();
+    theirs.adopt_listener(adopted).unwrap();
+    for (server, port) in [(&own, own_port), (&theirs, adopted_port)] {
+        let _client = connect(port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
+        assert_eq!(
+            server.wait_for_new_connection(Some(SOON)),
+            WaitOutcome::Ready
+        );
+        let conn = server.next_pending_connection().unwrap();
+        // SAFETY (test): the descriptor is the open connection's, and `conn`
+        // outlives the borrow.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.descriptor()) };
+        let accepted = SockRef::from(&fd);
+        assert!(accepted.tcp_nodelay().unwrap(), "Nagle on, port {port}");
+        assert!(
+            !accepted.nonblocking().unwrap(),
+            "non-blocking, port {port}"
+        );
+    }
 }
 
 #[test]

@@ -63,11 +63,13 @@ impl Connection {
             self.shut_down_if_closed();
             return Ok(());
         }
-        if self.send_queued(&mut io)? {
-            if io.output_closed {
-                // The close_notify of a non-blocking disconnect left last.
-                let _ = self.stream.shutdown(Shutdown::Write);
-            }
+        // A non-blocking disconnect's close_notify is the last thing queued.
+        let all_left = if io.output_closed {
+            self.send_queued_and_shut_down(&mut io)?
+        } else {
+            self.send_queued(&mut io)?
+        };
+        if all_left {
             Ok(())
         } else {
             Err(Error::would_block(format!(
@@ -140,9 +142,7 @@ impl Connection {
         if !io.queue_close_notify() {
             return Ok(());
         }
-        if self.send_queued(&mut io)? {
-            let _ = self.stream.shutdown(Shutdown::Write);
-        }
+        self.send_queued_and_shut_down(&mut io)?;
         Ok(())
     }
 
@@ -156,15 +156,8 @@ impl Connection {
             // Closed and flushed before.
             return true;
         }
-        match self.send_queued(&mut io) {
-            Ok(true) => {
-                let _ = self.stream.shutdown(Shutdown::Write);
-                true
-            }
-            Ok(false) => false,
-            // Nothing more can leave.
-            Err(_) => true,
-        }
+        // After an error nothing more can leave: nothing is left to wait for.
+        self.send_queued_and_shut_down(&mut io).unwrap_or(true)
     }
 
     /// Once the write side was closed here (a disconnect) and nothing is
@@ -181,7 +174,24 @@ impl Connection {
     /// caller; true if all of it left. An emptied queue keeps no buffer, so
     /// idle connections cost no send memory.
     fn send_queued(&self, io: &mut Io) -> Result<bool> {
-        let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+        self.send_queued_with(io, SendFlags::empty())
+    }
+
+    /// `send_queued` for a queue that ends with close_notify, which the end
+    /// of stream follows once all has left: sent with MSG_MORE, so that the
+    /// shutdown carries the last bytes and the FIN in one segment (one
+    /// wake-up of the peer instead of two). Bytes held back by a partial
+    /// send leave with the next send, the shutdown or the close.
+    fn send_queued_and_shut_down(&self, io: &mut Io) -> Result<bool> {
+        let all_left = self.send_queued_with(io, SendFlags::MORE)?;
+        if all_left {
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        Ok(all_left)
+    }
+
+    fn send_queued_with(&self, io: &mut Io, extra: SendFlags) -> Result<bool> {
+        let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL | extra;
         while !io.outgoing.is_empty() {
             match rustix::net::send(&self.stream, &io.outgoing, flags) {
                 Ok(n) => {

@@ -204,8 +204,6 @@ impl Session {
         stream: TcpStream,
         peer: SocketAddr,
     ) -> Result<()> {
-        // Records go out whole per write call, so Nagle only adds latency.
-        let _ = stream.set_nodelay(true);
         if self.inherits_timeouts {
             let _ = stream.set_read_timeout(None);
             let _ = stream.set_write_timeout(None);
