@@ -233,7 +233,9 @@ def main():
               "for each connection it takes from the queue); **OpenSSL** = `bench/servers/openssl_echo` "
               "(libssl, blocking, thread per connection); **Qt** = `bench/servers/qt_echo` "
               "(QSslServer, one event loop); **floor** = rustls in memory (no sockets) plus plain "
-              "TCP thread-per-connection (`openssl_echo --plain`)\n")
+              "TCP thread-per-connection (`openssl_echo --plain`); **socket floor** = a bare rustls "
+              "server over the same loopback sockets, one thread serving one connection at a time "
+              "(`loadgen floor-server`: no library, no hand-off, no concurrency)\n")
 
     # ---------------------------------------------------------- handshakes
     md.append("## Handshakes: server CPU per connection\n")
@@ -259,6 +261,7 @@ def main():
                     if R.errors(tag, s):
                         c += f" [{R.errors(tag, s)} errors]"
                     cells[s] = (us, c)
+                bare = R.med(tag, "rustls-sockets", "server_cpu_us_per_conn")
                 mem = R.med(tag, "rustls-in-memory", "server_cpu_us_per_conn")
                 floor = mem + tcp_us if mem is not None and tcp_us is not None else None
                 lib = cells["sslserver"][0]
@@ -266,7 +269,8 @@ def main():
                 rows.append([label, cells["sslserver"][1], cells["openssl"][1], cells["qt"][1],
                              f"{fmt(floor)} ({fmt(mem)} + {fmt(tcp_us)})",
                              ratio(lib, cells["openssl"][0]), ratio(lib, cells["qt"][0]),
-                             ratio(lib, floor)])
+                             ratio(lib, floor), fmt(bare), ratio(bare, floor),
+                             ratio(lib, bare)])
                 if proto == "1.3":
                     bound = 1.3 if resumed else (1.25 if cert == "ecdsa" else 1.15)
                     kind = "resumed" if resumed else "full"
@@ -275,7 +279,8 @@ def main():
                                     f"<= {bound:.2f}x floor",
                                     f"{fmt(lib)} us = {ratio(lib, floor)} floor ({fmt(floor)} us)", ok))
     md.append(table(["handshake", "sslserver", "OpenSSL", "Qt", "floor (in-memory + TCP)",
-                     "sslserver/OpenSSL", "sslserver/Qt", "sslserver/floor"], rows))
+                     "sslserver/OpenSSL", "sslserver/Qt", "sslserver/floor", "socket floor",
+                     "socket floor/floor", "sslserver/socket floor"], rows))
     q = R.med("hs-ecdsa-1.3-query", "sslserver-query", "server_cpu_us_per_conn")
     queued = R.med("hs-ecdsa-1.3-queue", "sslserver-queue", "server_cpu_us_per_conn")
     base = R.med("hs-ecdsa-1.3", "sslserver", "server_cpu_us_per_conn")
@@ -297,6 +302,11 @@ def main():
                         cs["sslserver"] <= 3.5))
     md.append(f"- Plain TCP connection (accept, thread, close), the TCP part of the floor: "
               f"{fmt(tcp_us)} us ({fmt(tcp_rate)}/s).")
+    md.append("- The socket floor sends the flights the library sends (server flight, session "
+              "tickets, close_notify with the FIN) over real sockets, but serves one connection at "
+              "a time on one thread: a lower bound that a server serving clients concurrently "
+              "cannot reach. What it costs above the floor is what TLS's extra flights cost on "
+              "the sockets; what sslserver costs above it is the library's.")
     md.append("- Qt builds an OpenSSL context per connection, so its session tickets cannot be "
               "used on a later connection: its 'resumed' rows are full handshakes.\n")
 

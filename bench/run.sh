@@ -31,6 +31,9 @@
 #   qt         bench/servers/qt_echo (Qt 6 QSslServer, event-driven)
 #   tcp        openssl_echo --plain (plain TCP, thread per connection: floor)
 #   in-memory  loadgen floor-* (rustls with no sockets: floor)
+#   rustls-sockets  loadgen floor-server (bare rustls over loopback, one
+#              thread, one connection at a time: the socket floor; handshake
+#              group)
 # Raw results (JSON lines) and logs go to build/bench/.
 set -euo pipefail
 
@@ -155,6 +158,7 @@ server_cmd() { # name cert [extra...]
     openssl) echo "$OPENSSL_ECHO --cert $c --key $k $*" ;;
     qt) echo "$QT_ECHO --cert $c --key $k $*" ;;
     tcp) echo "$OPENSSL_ECHO --plain $*" ;;
+    rustls-sockets) echo "$LOADGEN floor-server --cert $c --key $k $*" ;;
   esac
 }
 
@@ -264,6 +268,8 @@ if [[ $smoke == 1 ]]; then
   measure sslserver smoke-idle idle --conns 50 --settle 0.3
   measure sslserver smoke-silent silent --conns 20 --timeout-ms 1000 --grace 3 --max-late-ms 1000
   measure "" smoke-floor floor-handshake --cert "$certs/ecdsa.pem" --key "$certs/ecdsa.key" "${d[@]}"
+  start_server rustls-sockets ecdsa
+  measure rustls-sockets smoke-socket-floor handshake "${d[@]}" --proto 1.3 --threads 2 --resume
   stop_all
   # Resumption must actually happen.
   if ! python3 - "$results" <<'EOF'
@@ -290,7 +296,7 @@ if want handshake; then
   for cert in ecdsa rsa; do
     log "handshakes, $cert: starting servers"
     start_server sslserver "$cert" --serve callback
-    for s in openssl qt tcp; do start_server "$s" "$cert"; done
+    for s in openssl qt tcp rustls-sockets; do start_server "$s" "$cert"; done
     if [[ $cert == ecdsa ]]; then
       start_server sslserver-query "$cert"
       start_server sslserver-queue "$cert"
@@ -306,6 +312,7 @@ if want handshake; then
           done
           measure "" "$tag" floor-handshake --cert "$certs/$cert.pem" --key "$certs/$cert.key" \
             "${d[@]}" --proto "$proto" $resume
+          measure rustls-sockets "$tag" handshake "${d[@]}" --proto "$proto" $resume
           if [[ $cert == ecdsa && $proto == 1.3 && -z $resume ]]; then
             measure sslserver-query "$tag-query" handshake "${d[@]}" --proto "$proto"
             measure sslserver-queue "$tag-queue" handshake "${d[@]}" --proto "$proto"

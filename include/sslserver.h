@@ -984,7 +984,9 @@ enum sslserver_result sslserver_listen(struct sslserver *server,
 
 // Adopts an already listening TCP socket (systemd socket activation, a
 // parent's descriptor). On success the server owns it and closes it on
-// sslserver_close; on failure it is left open and untouched.
+// sslserver_close; on failure it is left open and untouched. While the
+// server listens on it, it is non-blocking with TCP_NODELAY set (copies
+// of the descriptor share both); sslserver_close restores them first.
 enum sslserver_result sslserver_set_socket_descriptor(struct sslserver *server, int listening_fd);
 
 // The listening descriptor (the adopted one if adopted); -1 when not listening.

@@ -43,8 +43,16 @@ pub(crate) struct Acceptor {
     /// Nagle's algorithm is off on the listener, and Linux copies that to
     /// every accepted socket: no `setsockopt` per connection.
     nodelay_inherited: bool,
-    /// The listener's own setting, restored if it goes back to the caller.
-    nodelay_before: Option<bool>,
+    /// What the listener came with, given back when the library lets go of
+    /// it: an adopted descriptor may have other copies (systemd's, a
+    /// parent's) that share its options and its O_NONBLOCK.
+    came_with: ListenerOptions,
+}
+
+#[derive(Clone, Copy)]
+struct ListenerOptions {
+    nonblocking: Option<bool>,
+    nodelay: Option<bool>,
 }
 
 impl Acceptor {
@@ -52,6 +60,8 @@ impl Acceptor {
     pub(crate) fn new(
         listener: TcpListener,
     ) -> std::result::Result<(Acceptor, Waker), (Error, TcpListener)> {
+        let socket = socket2::SockRef::from(&listener);
+        let nonblocking = socket.nonblocking().ok();
         let setup = || -> io::Result<(Poll, mio::Waker)> {
             let poll = Poll::new()?;
             poll.registry().register(
@@ -66,15 +76,17 @@ impl Acceptor {
         match setup() {
             Ok((poll, waker)) => {
                 // Last, so a failed setup leaves the listener as it came.
-                let socket = socket2::SockRef::from(&listener);
-                let nodelay_before = socket.tcp_nodelay().ok();
+                let nodelay = socket.tcp_nodelay().ok();
                 let nodelay_inherited = cfg!(target_os = "linux")
-                    && (nodelay_before == Some(true) || socket.set_tcp_nodelay(true).is_ok());
+                    && (nodelay == Some(true) || socket.set_tcp_nodelay(true).is_ok());
                 let acceptor = Acceptor {
                     listener,
                     poll,
                     nodelay_inherited,
-                    nodelay_before,
+                    came_with: ListenerOptions {
+                        nonblocking,
+                        nodelay,
+                    },
                 };
                 Ok((acceptor, Waker(waker)))
             }
@@ -88,20 +100,33 @@ impl Acceptor {
         }
     }
 
-    /// The listener back, blocking again, for a caller whose listen failed.
+    /// The listener back, as it came, for a caller whose listen failed.
     pub(crate) fn into_listener(self) -> TcpListener {
-        let _ = self.listener.set_nonblocking(false);
-        if self.nodelay_before == Some(false) {
+        self.give_back_options();
+        self.listener
+    }
+
+    fn give_back_options(&self) {
+        if self.came_with.nonblocking == Some(false) {
+            let _ = self.listener.set_nonblocking(false);
+        }
+        if self.came_with.nodelay == Some(false) {
             let _ = socket2::SockRef::from(&self.listener).set_tcp_nodelay(false);
         }
-        self.listener
     }
 
     pub(crate) fn fd(&self) -> i32 {
         self.listener.as_raw_fd()
     }
 
+    /// Accepts until the session closes, then closes the listener with the
+    /// options it came with.
     pub(crate) fn run(mut self, session: &Arc<Session>) {
+        self.accept_until_closed(session);
+        self.give_back_options();
+    }
+
+    fn accept_until_closed(&mut self, session: &Arc<Session>) {
         let mut events = Events::with_capacity(4);
         let mut backoff = MIN_BACKOFF;
         while session.wait_until_accepting() {

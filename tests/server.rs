@@ -815,6 +815,29 @@ fn accepted_connections_block_and_have_nagle_off() {
 }
 
 #[test]
+fn an_adopted_listener_gets_its_options_back_when_the_server_lets_go() {
+    // Other copies of an adopted descriptor (systemd's, a parent's) share
+    // the socket's options and its O_NONBLOCK.
+    use socket2::SockRef;
+    let (_ca, config) = plain_config();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let copy = listener.try_clone().unwrap();
+    let shared = SockRef::from(&copy);
+    let server = Server::new();
+    server.set_config(&config).unwrap();
+    server.adopt_listener(listener).unwrap();
+    // Checked, so the test cannot pass by the library leaving them alone.
+    assert!(shared.tcp_nodelay().unwrap(), "Nagle off while listening");
+    assert!(
+        shared.nonblocking().unwrap(),
+        "non-blocking while listening"
+    );
+    server.close();
+    assert!(!shared.tcp_nodelay().unwrap(), "Nagle back on after close");
+    assert!(!shared.nonblocking().unwrap(), "blocking again after close");
+}
+
+#[test]
 fn data_sent_together_with_the_clients_finished_is_not_lost() {
     // rustls (like openssl s_client) sends data queued during the handshake
     // in the same write as its Finished; the handshake decrypts it.

@@ -23,6 +23,12 @@ use super::{MAX_FRAGMENT, RECORD_OVERHEAD};
 use crate::error::{Error, ErrorKind, Result};
 use crate::types::SslMode;
 
+/// MSG_MORE where the system has it; elsewhere the FIN is a segment of its own.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_MORE: SendFlags = SendFlags::MORE;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_MORE: SendFlags = SendFlags::empty();
+
 /// The bound on a socket's queued ciphertext in non-blocking mode: a write
 /// takes no more plaintext than fits under it (but always at least one
 /// record's worth when nothing is queued).
@@ -180,10 +186,12 @@ impl Connection {
     /// `send_queued` for a queue that ends with close_notify, which the end
     /// of stream follows once all has left: sent with MSG_MORE, so that the
     /// shutdown carries the last bytes and the FIN in one segment (one
-    /// wake-up of the peer instead of two). Bytes held back by a partial
-    /// send leave with the next send, the shutdown or the close.
+    /// wake-up of the peer instead of two). MSG_MORE holds back only the
+    /// last partial segment of a send that took everything, and the
+    /// shutdown right after sends it; what a partial send leaves in the
+    /// kernel goes out as the peer acknowledges, as without the flag.
     fn send_queued_and_shut_down(&self, io: &mut Io) -> Result<bool> {
-        let all_left = self.send_queued_with(io, SendFlags::MORE)?;
+        let all_left = self.send_queued_with(io, SEND_MORE)?;
         if all_left {
             let _ = self.stream.shutdown(Shutdown::Write);
         }

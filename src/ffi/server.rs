@@ -193,7 +193,9 @@ pub extern "C" fn sslserver_listen(
 
 /// Adopts an already listening TCP socket (systemd socket activation, a
 /// parent's descriptor). On success the server owns it and closes it on
-/// sslserver_close; on failure it is left open and untouched.
+/// sslserver_close; on failure it is left open and untouched. While the
+/// server listens on it, it is non-blocking with TCP_NODELAY set (copies
+/// of the descriptor share both); sslserver_close restores them first.
 #[no_mangle]
 pub extern "C" fn sslserver_set_socket_descriptor(
     server: *mut Server,

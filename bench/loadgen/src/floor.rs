@@ -17,7 +17,7 @@ use rustls::{ClientConnection, HandshakeKind, ServerConfig, ServerConnection};
 use crate::tls::{client_config, load_certs, load_key, server_name};
 use crate::util::{thread_cpu, Args, Json};
 
-fn server_config(a: &Args) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(a: &Args) -> Result<Arc<ServerConfig>, String> {
     let cert = a.opt("--cert").ok_or("--cert is required")?;
     let key = a.opt("--key").ok_or("--key is required")?;
     let mut config = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))

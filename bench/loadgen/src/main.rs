@@ -15,9 +15,13 @@
 //!   floor-handshake, floor-echo
 //!               rustls client and server in memory, no sockets: the TLS
 //!               engine's own cost on the server side
+//!   floor-server
+//!               a bare rustls server over loopback sockets, one connection
+//!               at a time: the socket floor, measured with `handshake`
 
 mod floor;
 mod modes;
+mod socket_floor;
 mod tls;
 mod util;
 
@@ -39,6 +43,9 @@ in memory (no server):
   floor-handshake --cert C --key K [--proto 1.3|1.2] [--resume] [--duration 5]
   floor-echo      --cert C --key K [--size 16384] [--duration 5]
   floor-memory    --cert C --key K [--conns 1000] (RSS per idle server connection)
+a server to measure (prints \"listening on ADDR:PORT\", serves until killed):
+  floor-server    --cert C --key K [--port 0] (bare rustls, one thread, one
+                  connection at a time: the socket floor)
 
 --server-pid makes the figures include the server's CPU time (utime+stime
 from /proc/PID/stat) over the measured window. Output: one JSON line.
@@ -73,6 +80,7 @@ fn main() -> ExitCode {
         "floor-handshake" => floor::handshake(&args),
         "floor-echo" => floor::echo(&args),
         "floor-memory" => floor::memory(&args),
+        "floor-server" => socket_floor::server(&args),
         other => Err(format!("unknown mode '{other}' (try --help)")),
     };
     match result {
