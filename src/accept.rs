@@ -49,7 +49,6 @@ pub(crate) struct Acceptor {
     came_with: ListenerOptions,
 }
 
-#[derive(Clone, Copy)]
 struct ListenerOptions {
     nonblocking: Option<bool>,
     nodelay: Option<bool>,
@@ -115,6 +114,23 @@ impl Acceptor {
         }
     }
 
+    /// Makes an accepted socket what a connection thread expects: blocking
+    /// (one thread per connection), with Nagle's algorithm off (records go
+    /// out whole per write, so Nagle only adds latency). On Linux an
+    /// accepted socket never inherits the listener's O_NONBLOCK (accept(2))
+    /// and does inherit its TCP_NODELAY, so neither needs a system call.
+    fn prepare(&self, stream: &TcpStream) -> Result<(), Error> {
+        if !cfg!(target_os = "linux") {
+            stream
+                .set_nonblocking(false)
+                .map_err(|e| Error::new(ErrorKind::Io, os_reason(&e)))?;
+        }
+        if !self.nodelay_inherited {
+            let _ = stream.set_nodelay(true);
+        }
+        Ok(())
+    }
+
     pub(crate) fn fd(&self) -> i32 {
         self.listener.as_raw_fd()
     }
@@ -172,25 +188,6 @@ impl Acceptor {
                 }
             }
         }
-    }
-}
-
-impl Acceptor {
-    /// Makes an accepted socket what a connection thread expects: blocking
-    /// (one thread per connection), with Nagle's algorithm off (records go
-    /// out whole per write, so Nagle only adds latency). Linux gives
-    /// accepted sockets neither the listener's O_NONBLOCK (accept(2)) nor
-    /// needs telling about Nagle when the listener has it off.
-    fn prepare(&self, stream: &TcpStream) -> Result<(), Error> {
-        if !cfg!(target_os = "linux") {
-            stream
-                .set_nonblocking(false)
-                .map_err(|e| Error::new(ErrorKind::Io, os_reason(&e)))?;
-        }
-        if !self.nodelay_inherited {
-            let _ = stream.set_nodelay(true);
-        }
-        Ok(())
     }
 }
 

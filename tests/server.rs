@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use socket2::SockRef;
 use sslserver::{
     Connection, ErrorKind, EventKind::*, PeerVerifyMode, Protocol, Server, SocketError, TlsConfig,
     WaitOutcome,
@@ -747,7 +748,7 @@ fn an_adopted_listener_serves_connections() {
 /// must, as on a listener the library bound itself.
 #[test]
 fn an_adopted_listeners_socket_timeouts_do_not_reach_its_connections() {
-    use socket2::{Domain, SockRef, Socket, Type};
+    use socket2::{Domain, Socket, Type};
     let (ca, config) = plain_config();
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     socket
@@ -764,6 +765,15 @@ fn an_adopted_listeners_socket_timeouts_do_not_reach_its_connections() {
     let server = Server::new();
     server.set_config(&config).unwrap();
     server.adopt_listener(listener).unwrap();
+    with_accepted_socket(&server, port, &ca, |accepted| {
+        assert_eq!(accepted.read_timeout().unwrap(), None);
+        assert_eq!(accepted.write_timeout().unwrap(), None);
+    });
+}
+
+/// Connects a client to `port` and hands `check` the socket of the
+/// connection `server` queues for it.
+fn with_accepted_socket(server: &Server, port: u16, ca: &TestCa, check: impl FnOnce(SockRef<'_>)) {
     let _client = connect(port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
     assert_eq!(
         server.wait_for_new_connection(Some(SOON)),
@@ -773,9 +783,7 @@ fn an_adopted_listeners_socket_timeouts_do_not_reach_its_connections() {
     // SAFETY (test): the descriptor is the open connection's, and `conn`
     // outlives the borrow.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.descriptor()) };
-    let accepted = SockRef::from(&fd);
-    assert_eq!(accepted.read_timeout().unwrap(), None);
-    assert_eq!(accepted.write_timeout().unwrap(), None);
+    check(SockRef::from(&fd));
 }
 
 #[test]
@@ -783,7 +791,6 @@ fn accepted_connections_block_and_have_nagle_off() {
     // Both are set on the listener (or left to Linux's defaults for
     // accepted sockets), not per connection: checked for a listener the
     // library opens and for an adopted non-blocking one.
-    use socket2::SockRef;
     let (ca, config) = plain_config();
     let adopted = TcpListener::bind("127.0.0.1:0").unwrap();
     adopted.set_nonblocking(true).unwrap();
@@ -796,21 +803,13 @@ fn accepted_connections_block_and_have_nagle_off() {
     theirs.set_config(&config).unwrap();
     theirs.adopt_listener(adopted).unwrap();
     for (server, port) in [(&own, own_port), (&theirs, adopted_port)] {
-        let _client = connect(port, client_config(&ca.identity.cert_der, None, &[])).unwrap();
-        assert_eq!(
-            server.wait_for_new_connection(Some(SOON)),
-            WaitOutcome::Ready
-        );
-        let conn = server.next_pending_connection().unwrap();
-        // SAFETY (test): the descriptor is the open connection's, and `conn`
-        // outlives the borrow.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.descriptor()) };
-        let accepted = SockRef::from(&fd);
-        assert!(accepted.tcp_nodelay().unwrap(), "Nagle on, port {port}");
-        assert!(
-            !accepted.nonblocking().unwrap(),
-            "non-blocking, port {port}"
-        );
+        with_accepted_socket(server, port, &ca, |accepted| {
+            assert!(accepted.tcp_nodelay().unwrap(), "Nagle on, port {port}");
+            assert!(
+                !accepted.nonblocking().unwrap(),
+                "non-blocking, port {port}"
+            );
+        });
     }
 }
 
@@ -818,7 +817,6 @@ fn accepted_connections_block_and_have_nagle_off() {
 fn an_adopted_listener_gets_its_options_back_when_the_server_lets_go() {
     // Other copies of an adopted descriptor (systemd's, a parent's) share
     // the socket's options and its O_NONBLOCK.
-    use socket2::SockRef;
     let (_ca, config) = plain_config();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let copy = listener.try_clone().unwrap();
