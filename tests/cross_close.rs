@@ -17,17 +17,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sslserver::{Event, EventKind, PeerVerifyMode, Server, TlsConfig};
+use sslserver::{Event, EventKind, Server, TlsConfig};
 
 /// How long a close (or a meeting of callbacks) may take before the test
 /// calls it a deadlock.
 const BOUND: Duration = Duration::from_secs(10);
-
-fn plain_config() -> (TestCa, TlsConfig) {
-    let ca = TestCa::new("cross-close");
-    let config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
-    (ca, config)
-}
 
 /// `n` threads meet here; false if they did not all arrive within `BOUND`.
 struct Rendezvous {

@@ -138,6 +138,14 @@ pub fn server_config(identity: &Identity, mode: PeerVerifyMode, ca: Option<&Test
     config
 }
 
+/// A fresh CA and a server configuration with its server certificate that
+/// asks clients for nothing.
+pub fn plain_config() -> (TestCa, TlsConfig) {
+    let ca = TestCa::new("ca");
+    let config = server_config(&ca.server(), PeerVerifyMode::VerifyNone, None);
+    (ca, config)
+}
+
 /// A started server on 127.0.0.1 with an ephemeral port.
 pub struct TestServer {
     pub server: Arc<Server>,
